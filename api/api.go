@@ -1,0 +1,250 @@
+// Package api is the HTTP API: one route table, Bearer-key authentication,
+// and the handlers for spiders, jobs, items, logs and schedules.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/tasks"
+)
+
+// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+const MaxBodyBytes = 1 << 20
+
+// Server holds the API's dependencies.
+type Server struct {
+	db     *db.DB
+	queuer *tasks.Queuer
+	log    *slog.Logger
+
+	// CancelWait is how long DELETE of a running job waits for the worker
+	// to stop the spider before answering; the cancel is durable either way.
+	CancelWait time.Duration
+	// LogPoll is how often a followed log is polled.
+	LogPoll time.Duration
+}
+
+// New returns the API server.
+func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
+	return &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond}
+}
+
+// Handler returns the route table: every route of the API on one screen.
+func (s *Server) Handler() http.Handler {
+	r := httprouter.New()
+	r.RedirectTrailingSlash = false
+	r.HandleMethodNotAllowed = true
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, scrapethis.Errorf(scrapethis.ENotFound, "Not found"))
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "Method not allowed"})
+	})
+	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+		s.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+		writeError(w, errors.New("panic"))
+	}
+
+	auth := s.authenticate
+	r.Handler(http.MethodGet, "/api/v1/jobs", auth(s.listJobs))
+	r.Handler(http.MethodPost, "/api/v1/jobs", auth(s.createJob))
+	r.Handler(http.MethodGet, "/api/v1/jobs/:id", auth(s.getJob))
+	r.Handler(http.MethodDelete, "/api/v1/jobs/:id", auth(s.cancelJob))
+	r.Handler(http.MethodGet, "/api/v1/jobs/:id/items", auth(s.jobItems))
+	r.Handler(http.MethodGet, "/api/v1/jobs/:id/logs", auth(s.jobLogs))
+
+	r.Handler(http.MethodGet, "/api/v1/spiders", auth(s.listSpiders))
+	r.Handler(http.MethodPost, "/api/v1/spiders", auth(s.createSpider))
+	r.Handler(http.MethodGet, "/api/v1/spiders/:id", auth(s.getSpider))
+	r.Handler(http.MethodDelete, "/api/v1/spiders/:id", auth(s.deleteSpider))
+
+	return r
+}
+
+type ctxKey int
+
+const userKey ctxKey = iota
+
+// userID returns the authenticated user's id.
+func userID(ctx context.Context) string {
+	id, _ := ctx.Value(userKey).(string)
+	return id
+}
+
+// authenticate admits a request carrying a live key as
+// "Authorization: Bearer <key>" and answers 401 to any other.
+func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			writeError(w, errUnauthorized)
+			return
+		}
+		uid, err := s.db.UserByKey(r.Context(), key)
+		if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
+			writeError(w, errUnauthorized)
+			return
+		}
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), userKey, uid)))
+	})
+}
+
+var errUnauthorized = scrapethis.Errorf(scrapethis.EUnauthorized, "Invalid or missing API key")
+
+func bearer(h string) (string, bool) {
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !equalFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	key := h[len(prefix):]
+	for len(key) > 0 && key[0] == ' ' {
+		key = key[1:]
+	}
+	if key == "" || len(key) > 256 {
+		return "", false
+	}
+	return key, true
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+// errorBody is every error response.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+var statusOf = map[string]int{
+	scrapethis.EInvalid:      http.StatusBadRequest,
+	scrapethis.ENotFound:     http.StatusNotFound,
+	scrapethis.EConflict:     http.StatusConflict,
+	scrapethis.EUnauthorized: http.StatusUnauthorized,
+	scrapethis.ETooLarge:     http.StatusRequestEntityTooLarge,
+	scrapethis.EUnavailable:  http.StatusServiceUnavailable,
+	scrapethis.EInternal:     http.StatusInternalServerError,
+}
+
+// writeError answers a domain error with its status and message. Callers
+// log internal errors first (see internal).
+func writeError(w http.ResponseWriter, err error) {
+	code := scrapethis.ErrorCode(err)
+	writeJSON(w, statusOf[code], errorBody{Error: scrapethis.ErrorMessage(err)})
+}
+
+// internal logs an unexpected error in full and answers 500 "Internal error".
+func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	writeError(w, err)
+}
+
+// fail answers err: client errors as they are, anything else as internal.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if scrapethis.ErrorCode(err) == scrapethis.EInternal {
+		s.internal(w, r, err)
+		return
+	}
+	writeError(w, err)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"Internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// decodeBody reads a JSON object body of at most MaxBodyBytes into dst. An
+// empty body decodes as {}.
+func decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.UseNumber()
+	err := dec.Decode(dst)
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return scrapethis.Errorf(scrapethis.ETooLarge, "Request body too large (limit 1 MiB)")
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid JSON body: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid JSON body: more than one JSON value")
+	}
+	// Read to the end so that an oversized trailer is still refused.
+	var extra [1]byte
+	if _, err := dec.Buffered().Read(extra[:]); err == nil && !isSpace(extra[0]) {
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid JSON body: trailing data")
+	}
+	return nil
+}
+
+func isSpace(b byte) bool { return b == ' ' || b == '\n' || b == '\r' || b == '\t' }
+
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return syn.Error()
+	case errors.As(err, &typ):
+		if typ.Field != "" {
+			return typ.Field + " must be " + jsonKind(typ.Type.Kind().String())
+		}
+		return "the body must be a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	}
+	return err.Error()
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "string":
+		return "a string"
+	case "int", "int64", "int32":
+		return "an integer"
+	case "bool":
+		return "a boolean"
+	case "map", "struct":
+		return "a JSON object"
+	case "slice":
+		return "an array"
+	}
+	return "of another type"
+}

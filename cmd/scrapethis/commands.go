@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scrapethis/scrapethis/api"
+	"github.com/scrapethis/scrapethis/config"
+	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/tasks"
+	"github.com/scrapethis/scrapethis/worker"
+)
+
+// deps are the connections a long-running command holds.
+type deps struct {
+	cfg config.Config
+	log *slog.Logger
+	db  *db.DB
+	rdb redis.UniversalClient
+}
+
+func (d *deps) Close() {
+	if d.rdb != nil {
+		d.rdb.Close()
+	}
+	if d.db != nil {
+		d.db.Close()
+	}
+}
+
+// connect loads the configuration and opens Postgres (and Redis if asked).
+func connect(ctx context.Context, getenv func(string) string, withRedis bool) (*deps, error) {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return nil, err
+	}
+	d := &deps{cfg: cfg, log: cfg.Logger()}
+	d.db, err = db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w (is Postgres running at DATABASE_URL, and has `scrapethis migrate` run?)", err)
+	}
+	if withRedis {
+		d.rdb, err = tasks.OpenRedis(ctx, cfg.RedisURL)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func loadConfig(getenv func(string) string) (config.Config, error) { return config.Load(getenv) }
+
+func cmdMigrate(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	applied, err := migrate(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "database is up to date")
+	}
+	for _, name := range applied {
+		fmt.Fprintln(stdout, "applied", name)
+	}
+	return nil
+}
+
+func migrate(ctx context.Context, dsn string) ([]string, error) {
+	if err := db.CreateDatabase(ctx, dsn); err != nil {
+		return nil, err
+	}
+	store, err := db.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	return store.Migrate(ctx)
+}
+
+func cmdAPIKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "revoke") {
+		return errors.New("usage: scrapethis apikey create --email EMAIL [--name LABEL] | apikey revoke --key KEY | --id ID | --email EMAIL")
+	}
+	fs := flag.NewFlagSet("apikey "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	email := fs.String("email", "", "the user's email")
+	name := fs.String("name", "", "a label for the key")
+	key := fs.String("key", "", "the key to revoke")
+	id := fs.String("id", "", "the id of the key to revoke")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	d, err := connect(ctx, getenv, false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	switch args[0] {
+	case "create":
+		if *email == "" {
+			return errors.New("apikey create needs --email")
+		}
+		u, err := d.db.EnsureUser(ctx, *email)
+		if err != nil {
+			return err
+		}
+		keyID, k, err := d.db.CreateAPIKey(ctx, u.ID, *name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "user %s (%s), key id %s; the key is shown once:\n%s\n", u.Email, u.ID, keyID, k)
+		return nil
+	default:
+		var n int64
+		switch {
+		case *key != "":
+			n, err = d.db.RevokeAPIKey(ctx, *key)
+		case *id != "":
+			n, err = d.db.RevokeAPIKey(ctx, *id)
+		case *email != "":
+			n, err = d.db.RevokeUserKeys(ctx, *email)
+		default:
+			return errors.New("apikey revoke needs --key, --id or --email")
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %d key(s)\n", n)
+		if n == 0 {
+			return errors.New("no live key matched")
+		}
+		return nil
+	}
+}
+
+func cmdAPI(ctx context.Context, getenv func(string) string) error {
+	d, err := connect(ctx, getenv, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	srv := api.New(d.db, tasks.NewQueuer(d.rdb), d.log)
+	return serveHTTP(ctx, d.log, d.cfg.HTTPAddr, srv.Handler())
+}
+
+func cmdWorker(ctx context.Context, getenv func(string) string) error {
+	d, err := connect(ctx, getenv, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return worker.New(d.cfg.Worker, d.db, d.rdb, d.log, nil).Run(ctx)
+}
+
+func cmdScheduler(ctx context.Context, getenv func(string) string) error {
+	return errors.New("the scheduler is not built yet")
+}
+
+// serveHTTP serves h on addr until ctx ends, then shuts down gracefully.
+func serveHTTP(ctx context.Context, log *slog.Logger, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return serveListener(ctx, log, ln, h)
+}
+
+func serveListener(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("http server listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	return nil
+}
+
+// group runs functions until the first returns, then cancels the rest and
+// waits for them, returning the first error.
+func group(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fns))
+	for _, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- fn(ctx)
+			cancel()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var first error
+	for err := range errs {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

@@ -1,0 +1,64 @@
+// Command scrapethis is the whole platform in one binary: migrate, apikey,
+// api, worker, scheduler, and dev (everything in one process).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: scrapethis <command> [flags]
+
+commands:
+  migrate                       create the database if missing and apply migrations
+  apikey create --email E [--name N]   create a user's API key (printed once, last line)
+  apikey revoke --key K | --id ID | --email E   revoke keys
+  api                           serve the HTTP API
+  worker                        run spider jobs
+  scheduler                     enqueue jobs from schedules
+  dev                           migrate, then API + worker + scheduler in one process
+
+configuration is read from the environment; see README.md.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "scrapethis:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("see usage above")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "migrate":
+		return cmdMigrate(ctx, getenv, stdout)
+	case "apikey":
+		return cmdAPIKey(ctx, args[1:], getenv, stdout, stderr)
+	case "api":
+		return cmdAPI(ctx, getenv)
+	case "worker":
+		return cmdWorker(ctx, getenv)
+	case "scheduler":
+		return cmdScheduler(ctx, getenv)
+	case "dev":
+		return cmdDev(ctx, getenv, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}

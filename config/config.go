@@ -1,0 +1,154 @@
+// Package config reads the platform's configuration from the environment.
+// Every variable is documented in README.md and configs/scrapethis.env.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scrapethis/scrapethis/worker"
+)
+
+// Config is the whole configuration of any scrapethis command.
+type Config struct {
+	DatabaseURL string
+	RedisURL    string
+	HTTPAddr    string
+
+	Worker            worker.Config
+	WorkerMetricsAddr string
+
+	SchedulerMetricsAddr string
+	SchedulesFile        string
+
+	AdminUser          string
+	AdminPassword      string
+	MonitoringReadOnly bool
+	PrometheusURL      string
+
+	LogLevel  slog.Level
+	LogFormat string // json, text, or "" for json unless stderr is a terminal
+}
+
+// Load reads the configuration through getenv.
+func Load(getenv func(string) string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{
+		DatabaseURL:          p.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable"),
+		RedisURL:             p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		HTTPAddr:             p.str("SCRAPETHIS_HTTP_ADDR", "127.0.0.1:8080"),
+		WorkerMetricsAddr:    p.str("SCRAPETHIS_WORKER_METRICS_ADDR", "127.0.0.1:9101"),
+		SchedulerMetricsAddr: p.str("SCRAPETHIS_SCHEDULER_METRICS_ADDR", "127.0.0.1:9102"),
+		SchedulesFile:        p.str("SCRAPETHIS_SCHEDULES_FILE", ""),
+		AdminUser:            p.str("SCRAPETHIS_ADMIN_USER", "admin"),
+		AdminPassword:        p.str("SCRAPETHIS_ADMIN_PASSWORD", ""),
+		MonitoringReadOnly:   p.boolean("SCRAPETHIS_MONITORING_READONLY", false),
+		PrometheusURL:        p.str("SCRAPETHIS_PROMETHEUS_URL", ""),
+		LogFormat:            p.str("SCRAPETHIS_LOG_FORMAT", ""),
+	}
+	w := worker.DefaultConfig()
+	w.SpidersDir = p.str("SCRAPETHIS_SPIDERS_DIR", w.SpidersDir)
+	w.Concurrency = p.integer("SCRAPETHIS_WORKER_CONCURRENCY", w.Concurrency, 1, 10000)
+	w.CancelGrace = p.duration("SCRAPETHIS_CANCEL_GRACE", w.CancelGrace)
+	w.DefaultTimeout = p.duration("SCRAPETHIS_JOB_TIMEOUT", w.DefaultTimeout)
+	w.ShutdownTimeout = p.duration("SCRAPETHIS_SHUTDOWN_TIMEOUT", w.ShutdownTimeout)
+	w.TaskCheckInterval = p.duration("SCRAPETHIS_TASK_CHECK_INTERVAL", w.TaskCheckInterval)
+	w.LostAfter = p.duration("SCRAPETHIS_WORKER_LOST_AFTER", w.LostAfter)
+	w.ScrapyLogLevel = p.str("SCRAPETHIS_SCRAPY_LOG_LEVEL", w.ScrapyLogLevel)
+	if v := p.str("SCRAPETHIS_SCRAPY_COMMAND", ""); v != "" {
+		w.ScrapyCommand = strings.Fields(v)
+	}
+	c.Worker = w
+	switch strings.ToLower(p.str("SCRAPETHIS_LOG_LEVEL", "info")) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		p.errs = append(p.errs, "SCRAPETHIS_LOG_LEVEL must be debug, info, warn or error")
+	}
+	if len(p.errs) > 0 {
+		return c, fmt.Errorf("configuration: %s", strings.Join(p.errs, "; "))
+	}
+	return c, nil
+}
+
+// Logger returns the process logger: JSON when stderr is not a terminal
+// (or SCRAPETHIS_LOG_FORMAT=json), text otherwise.
+func (c Config) Logger() *slog.Logger {
+	format := c.LogFormat
+	if format == "" {
+		format = "json"
+		if st, err := os.Stderr.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			format = "text"
+		}
+	}
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []string
+}
+
+func (p *parser) str(key, def string) string {
+	if v := strings.TrimSpace(p.getenv(key)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) integer(key string, def, lo, hi int) int {
+	v := p.str(key, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.errs = append(p.errs, fmt.Sprintf("%s must be a whole number from %d to %d", key, lo, hi))
+		return def
+	}
+	return n
+}
+
+// duration accepts Go durations ("10s", "1m30s") or plain seconds ("10").
+func (p *parser) duration(key string, def time.Duration) time.Duration {
+	v := p.str(key, "")
+	if v == "" {
+		return def
+	}
+	if n, err := strconv.ParseFloat(v, 64); err == nil && n >= 0 {
+		return time.Duration(n * float64(time.Second))
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.errs = append(p.errs, fmt.Sprintf("%s must be a duration such as 10s or 1m", key))
+		return def
+	}
+	return d
+}
+
+func (p *parser) boolean(key string, def bool) bool {
+	v := p.str(key, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.errs = append(p.errs, key+" must be true or false")
+		return def
+	}
+	return b
+}

@@ -1,0 +1,195 @@
+// Package db is the Postgres store: connection, embedded migrations, and
+// every SQL statement the platform runs.
+package db
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/scrapethis/scrapethis"
+)
+
+//go:embed migrations/*.up.sql
+var migrations embed.FS
+
+// DB is the store. Its methods are safe for concurrent use.
+type DB struct {
+	*sqlx.DB
+}
+
+// Open connects to the database at dsn and checks that it answers.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	x, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	x.SetMaxOpenConns(32)
+	x.SetMaxIdleConns(32)
+	x.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := x.PingContext(pctx); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return &DB{x}, nil
+}
+
+// CreateDatabase creates the database named in dsn if it does not exist,
+// connecting to the server's "postgres" database to do so.
+func CreateDatabase(ctx context.Context, dsn string) error {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return fmt.Errorf("DATABASE_URL must be a postgres:// URL")
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return nil
+	}
+	admin := *u
+	admin.Path = "/postgres"
+	x, err := sql.Open("postgres", admin.String())
+	if err != nil {
+		return fmt.Errorf("open admin connection: %w", err)
+	}
+	defer x.Close()
+	var exists bool
+	if err := x.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %q: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	_, err = x.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name))
+	var pqErr *pq.Error
+	// Two processes creating it at once: the loser sees duplicate_database.
+	if errors.As(err, &pqErr) && (pqErr.Code == "42P04" || pqErr.Code == "23505") {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	return nil
+}
+
+// DropDatabase drops the database named in dsn; tests use it to clean up.
+func DropDatabase(ctx context.Context, dsn string) error {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return fmt.Errorf("parse database URL: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := *u
+	admin.Path = "/postgres"
+	x, err := sql.Open("postgres", admin.String())
+	if err != nil {
+		return fmt.Errorf("open admin connection: %w", err)
+	}
+	defer x.Close()
+	if _, err := x.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %q: %w", name, err)
+	}
+	return nil
+}
+
+// migrateLock is the advisory lock key that serialises migrations, so two
+// processes starting at once apply each migration exactly once.
+const migrateLock = 7340521
+
+// Migrate applies every embedded migration not yet recorded in
+// schema_migrations, each in its own transaction. It returns the names applied.
+func (d *DB) Migrate(ctx context.Context) ([]string, error) {
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
+		return nil, fmt.Errorf("migrate: take lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLock)
+
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return nil, fmt.Errorf("migrate: create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.up.sql")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: list: %w", err)
+	}
+	sort.Strings(names)
+	var applied []string
+	for _, path := range names {
+		name := strings.TrimSuffix(strings.TrimPrefix(path, "migrations/"), ".up.sql")
+		var done bool
+		if err := conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = $1)`, name).Scan(&done); err != nil {
+			return applied, fmt.Errorf("migrate: check %s: %w", name, err)
+		}
+		if done {
+			continue
+		}
+		body, err := migrations.ReadFile(path)
+		if err != nil {
+			return applied, fmt.Errorf("migrate: read %s: %w", name, err)
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return applied, fmt.Errorf("migrate: begin %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return applied, fmt.Errorf("migrate: apply %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (name) VALUES ($1)`, name); err != nil {
+			tx.Rollback()
+			return applied, fmt.Errorf("migrate: record %s: %w", name, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return applied, fmt.Errorf("migrate: commit %s: %w", name, err)
+		}
+		applied = append(applied, name)
+	}
+	return applied, nil
+}
+
+// inTx runs fn in a transaction, committing when it returns nil.
+func (d *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := d.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// translate turns driver errors into domain errors at the edge: a missing
+// row becomes not-found, a unique violation a conflict.
+func translate(err error, notFound string) error {
+	var pqErr *pq.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return scrapethis.Errorf(scrapethis.ENotFound, "%s", notFound)
+	case errors.As(err, &pqErr) && pqErr.Code == "23505":
+		return scrapethis.Errorf(scrapethis.EConflict, "%s", pqErr.Detail)
+	}
+	return err
+}

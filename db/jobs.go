@@ -1,0 +1,483 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+
+	"github.com/scrapethis/scrapethis"
+)
+
+// MaxListLimit is the most jobs one listing returns; larger limits are clamped.
+const MaxListLimit = 1000
+
+// jobRow is a job as SQL sees it; toJob converts it to the domain type.
+type jobRow struct {
+	ID                string          `db:"id"`
+	UserID            string          `db:"user_id"`
+	SpiderID          string          `db:"spider_id"`
+	SpiderName        string          `db:"spider_name"`
+	SpiderRepoPath    string          `db:"spider_repo_path"`
+	Status            string          `db:"status"`
+	Arguments         json.RawMessage `db:"arguments"`
+	TimeoutSeconds    sql.NullInt32   `db:"timeout_seconds"`
+	ItemsScraped      int64           `db:"items_scraped"`
+	Error             sql.NullString  `db:"error"`
+	ScheduleID        sql.NullString  `db:"schedule_id"`
+	ScheduledFor      sql.NullTime    `db:"scheduled_for"`
+	WorkerID          sql.NullString  `db:"worker_id"`
+	Attempts          int             `db:"attempts"`
+	CancelRequestedAt sql.NullTime    `db:"cancel_requested_at"`
+	CreatedAt         time.Time       `db:"created_at"`
+	StartedAt         sql.NullTime    `db:"started_at"`
+	FinishedAt        sql.NullTime    `db:"finished_at"`
+}
+
+func (r jobRow) toJob() scrapethis.Job {
+	j := scrapethis.Job{
+		ID:             r.ID,
+		UserID:         r.UserID,
+		SpiderID:       r.SpiderID,
+		SpiderName:     r.SpiderName,
+		SpiderRepoPath: r.SpiderRepoPath,
+		Status:         scrapethis.Status(r.Status),
+		Arguments:      r.Arguments,
+		ItemsScraped:   r.ItemsScraped,
+		Attempts:       r.Attempts,
+		CreatedAt:      r.CreatedAt,
+	}
+	if r.TimeoutSeconds.Valid {
+		v := int(r.TimeoutSeconds.Int32)
+		j.TimeoutSeconds = &v
+	}
+	j.Error = nullString(r.Error)
+	j.ScheduleID = nullString(r.ScheduleID)
+	j.WorkerID = nullString(r.WorkerID)
+	j.ScheduledFor = nullTime(r.ScheduledFor)
+	j.CancelRequestedAt = nullTime(r.CancelRequestedAt)
+	j.StartedAt = nullTime(r.StartedAt)
+	j.FinishedAt = nullTime(r.FinishedAt)
+	return j
+}
+
+func nullString(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
+}
+
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	v := t.Time.UTC()
+	return &v
+}
+
+// jobColumns are selected from jobs j joined to spiders s.
+const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_path AS spider_repo_path,
+	j.status, j.arguments, j.timeout_seconds, j.items_scraped, j.error, j.schedule_id, j.scheduled_for,
+	j.worker_id, j.attempts, j.cancel_requested_at, j.created_at, j.started_at, j.finished_at`
+
+// CreateJob inserts a pending job for one of the user's live spiders, in
+// one statement: a spider that is missing or not the user's inserts nothing
+// and answers not-found.
+func (d *DB) CreateJob(ctx context.Context, nj scrapethis.NewJob) (scrapethis.Job, error) {
+	return createJob(ctx, d.DB, nj)
+}
+
+func createJob(ctx context.Context, q sqlx.QueryerContext, nj scrapethis.NewJob) (scrapethis.Job, error) {
+	if _, err := uuid.Parse(nj.SpiderID); err != nil {
+		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+	}
+	args := nj.Arguments
+	if len(args) == 0 {
+		args = json.RawMessage(`{}`)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return scrapethis.Job{}, fmt.Errorf("new job id: %w", err)
+	}
+	var r jobRow
+	err = sqlx.GetContext(ctx, q, &r, `
+		WITH s AS (
+			SELECT id, name, repo_path FROM spiders WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL
+		), j AS (
+			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for)
+			SELECT $1, $3, s.id, $4, $5, $6, $7 FROM s
+			RETURNING *
+		)
+		SELECT `+jobColumns+` FROM j JOIN s ON s.id = j.spider_id`,
+		id.String(), nj.SpiderID, nj.UserID, []byte(args), nj.TimeoutSeconds, nj.ScheduleID, nj.ScheduledFor)
+	if err != nil {
+		err = translate(err, "Spider not found")
+		if scrapethis.ErrorCode(err) == scrapethis.EInternal {
+			err = fmt.Errorf("create job: %w", err)
+		}
+		return scrapethis.Job{}, err
+	}
+	return r.toJob(), nil
+}
+
+// Job returns the user's job with the id.
+func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
+	}
+	var r jobRow
+	err := d.GetContext(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+		WHERE j.id = $1 AND j.user_id = $2`, id, userID)
+	if err != nil {
+		return scrapethis.Job{}, translate(err, "Job not found")
+	}
+	return r.toJob(), nil
+}
+
+// JobByID returns a job whoever owns it; workers use it.
+func (d *DB) JobByID(ctx context.Context, id string) (scrapethis.Job, error) {
+	var r jobRow
+	err := d.GetContext(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+		WHERE j.id = $1`, id)
+	if err != nil {
+		return scrapethis.Job{}, translate(err, "Job not found")
+	}
+	return r.toJob(), nil
+}
+
+// Jobs lists jobs newest first. Every filter walks an index on
+// (user_id[, status | spider_id], created_at DESC, id DESC), so a page costs
+// the same at any table size.
+func (d *DB) Jobs(ctx context.Context, f scrapethis.JobFilter) ([]scrapethis.Job, error) {
+	where := []string{"j.user_id = $1"}
+	args := []any{f.UserID}
+	if f.Status != "" {
+		args = append(args, string(f.Status))
+		where = append(where, fmt.Sprintf("j.status = $%d", len(args)))
+	}
+	if f.SpiderID != "" {
+		args = append(args, f.SpiderID)
+		where = append(where, fmt.Sprintf("j.spider_id = $%d", len(args)))
+	}
+	if f.Before != nil {
+		args = append(args, f.Before.CreatedAt, f.Before.ID)
+		where = append(where, fmt.Sprintf("(j.created_at, j.id) < ($%d, $%d)", len(args)-1, len(args)))
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, MaxListLimit)
+	args = append(args, limit)
+	query := `SELECT ` + jobColumns + ` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+		WHERE ` + strings.Join(where, " AND ") + fmt.Sprintf(` ORDER BY j.created_at DESC, j.id DESC LIMIT $%d`, len(args))
+	var rows []jobRow
+	if err := d.SelectContext(ctx, &rows, query, args...); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]scrapethis.Job, len(rows))
+	for i, r := range rows {
+		out[i] = r.toJob()
+	}
+	return out, nil
+}
+
+// CancelJob records the user's cancel of a job durably. A pending job
+// becomes cancelled at once; a running one keeps running with
+// cancel_requested_at set until its worker stops the spider. The job is
+// returned as it stands after; a job already final is returned unchanged.
+func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
+	}
+	_, err := d.ExecContext(ctx, `
+		UPDATE jobs SET
+			status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+			error = CASE WHEN status = 'pending' THEN $3 ELSE error END,
+			finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+			cancel_requested_at = COALESCE(cancel_requested_at, now())
+		WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'running')`, id, userID, scrapethis.ReasonCancelled)
+	if err != nil {
+		return scrapethis.Job{}, fmt.Errorf("cancel job: %w", err)
+	}
+	return d.Job(ctx, userID, id)
+}
+
+// PendingJobs pages through pending jobs created before olderThan, in
+// (created_at, id) order after the cursor; the reconciler walks it.
+func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error) {
+	var rows []jobRow
+	err := d.SelectContext(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+		WHERE j.status = 'pending' AND j.created_at < $1 AND (j.created_at, j.id) > ($2, $3)
+		ORDER BY j.created_at, j.id LIMIT $4`, olderThan, after.CreatedAt, after.ID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list pending jobs: %w", err)
+	}
+	out := make([]scrapethis.Job, len(rows))
+	for i, r := range rows {
+		out[i] = r.toJob()
+	}
+	return out, nil
+}
+
+// StartJob moves a pending, uncancelled job to running for the worker. It
+// reports false, with the job as it stands, when the job is not pending (a
+// duplicate delivery, a cancel, a final job): then nothing must run.
+func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job, bool, error) {
+	var r jobRow
+	err := d.GetContext(ctx, &r, `
+		WITH j AS (
+			UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
+			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL
+			RETURNING *
+		)
+		SELECT `+jobColumns+` FROM j JOIN spiders s ON s.id = j.spider_id`, id, workerID)
+	if errors.Is(err, sql.ErrNoRows) {
+		j, err := d.JobByID(ctx, id)
+		return j, false, err
+	}
+	if err != nil {
+		return scrapethis.Job{}, false, fmt.Errorf("start job: %w", err)
+	}
+	return r.toJob(), true, nil
+}
+
+// FinishJob ends the worker's running job with a final status; a job whose
+// cancel was requested ends cancelled whatever its spider did. A job that
+// is no longer the worker's or no longer running is left as it is and
+// false is returned: a final status is never overwritten.
+func (d *DB) FinishJob(ctx context.Context, id, workerID string, status scrapethis.Status, reason *string) (bool, error) {
+	res, err := d.ExecContext(ctx, `
+		UPDATE jobs SET
+			status = CASE WHEN cancel_requested_at IS NULL THEN $3 ELSE 'cancelled' END,
+			error = CASE WHEN cancel_requested_at IS NULL THEN $4 ELSE $5 END,
+			finished_at = now()
+		WHERE id = $1 AND worker_id = $2 AND status = 'running'`, id, workerID, string(status), reason, scrapethis.ReasonCancelled)
+	if err != nil {
+		return false, fmt.Errorf("finish job: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// HandBackJob returns the worker's running job to pending so that another
+// worker runs it again from the start: the attempt's items are dropped. A
+// job whose cancel was requested is cancelled instead.
+func (d *DB) HandBackJob(ctx context.Context, id, workerID string) (scrapethis.Status, error) {
+	var status scrapethis.Status
+	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
+		err := tx.QueryRowContext(ctx, `
+			UPDATE jobs SET
+				status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+				error = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3 END,
+				finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
+				worker_id = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE worker_id END,
+				started_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE started_at END,
+				items_scraped = CASE WHEN cancel_requested_at IS NULL THEN 0 ELSE items_scraped END
+			WHERE id = $1 AND worker_id = $2 AND status = 'running'
+			RETURNING status`, id, workerID, scrapethis.ReasonCancelled).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("hand back job: %w", err)
+		}
+		if status == scrapethis.StatusPending {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM job_items WHERE job_id = $1`, id); err != nil {
+				return fmt.Errorf("hand back job: drop items: %w", err)
+			}
+		}
+		return nil
+	})
+	return status, err
+}
+
+// JobControl is what a worker needs to know about one of its running jobs.
+type JobControl struct {
+	ID              string         `db:"id"`
+	Status          string         `db:"status"`
+	WorkerID        sql.NullString `db:"worker_id"`
+	CancelRequested bool           `db:"cancel_requested"`
+}
+
+// JobControls returns the control state of the jobs with the ids, one
+// query for all of a worker's running jobs.
+func (d *DB) JobControls(ctx context.Context, ids []string) ([]JobControl, error) {
+	var out []JobControl
+	err := d.SelectContext(ctx, &out, `SELECT id, status, worker_id, cancel_requested_at IS NOT NULL AS cancel_requested
+		FROM jobs WHERE id = ANY($1)`, pq.Array(ids))
+	if err != nil {
+		return nil, fmt.Errorf("job controls: %w", err)
+	}
+	return out, nil
+}
+
+// ErrNotOwner means the job is no longer running on this worker (it was
+// reaped or finished elsewhere): stop its spider.
+var ErrNotOwner = errors.New("job is no longer running on this worker")
+
+// AppendItems stores a batch of items of the worker's running job, numbered
+// from firstSeq, with COPY, and adds them to items_scraped in the same
+// transaction. Retrying a batch whose commit did succeed is harmless.
+func (d *DB) AppendItems(ctx context.Context, jobID, workerID string, firstSeq int64, items []string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE jobs SET items_scraped = items_scraped + $3
+			WHERE id = $1 AND worker_id = $2 AND status = 'running'`, jobID, workerID, len(items))
+		if err != nil {
+			return fmt.Errorf("count items: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotOwner
+		}
+		return copyRows(ctx, tx, "job_items", []string{"job_id", "seq", "data"}, len(items), func(i int) []any {
+			return []any{jobID, firstSeq + int64(i), items[i]}
+		})
+	})
+	if isUniqueViolation(err) {
+		return nil // this batch was committed by an earlier try
+	}
+	return err
+}
+
+// AppendLogs stores a batch of log lines of a job, numbered from firstSeq.
+func (d *DB) AppendLogs(ctx context.Context, jobID string, firstSeq int64, lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
+		return copyRows(ctx, tx, "job_logs", []string{"job_id", "seq", "line"}, len(lines), func(i int) []any {
+			return []any{jobID, firstSeq + int64(i), lines[i]}
+		})
+	})
+	if isUniqueViolation(err) {
+		return nil
+	}
+	return err
+}
+
+// LogSeq returns the next free log sequence number of a job, so that a
+// re-run appends after the earlier attempt's lines.
+func (d *DB) LogSeq(ctx context.Context, jobID string) (int64, error) {
+	var n int64
+	err := d.QueryRowContext(ctx, `SELECT COALESCE(max(seq) + 1, 0) FROM job_logs WHERE job_id = $1`, jobID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("log seq: %w", err)
+	}
+	return n, nil
+}
+
+func copyRows(ctx context.Context, tx *sqlx.Tx, table string, cols []string, n int, row func(i int) []any) error {
+	stmt, err := tx.PrepareContext(ctx, pq.CopyIn(table, cols...))
+	if err != nil {
+		return fmt.Errorf("copy into %s: %w", table, err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := stmt.ExecContext(ctx, row(i)...); err != nil {
+			stmt.Close()
+			return fmt.Errorf("copy into %s: %w", table, err)
+		}
+	}
+	if _, err := stmt.ExecContext(ctx); err != nil {
+		stmt.Close()
+		return fmt.Errorf("copy into %s: %w", table, err)
+	}
+	if err := stmt.Close(); err != nil {
+		return fmt.Errorf("copy into %s: %w", table, err)
+	}
+	return nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "23505"
+}
+
+// EachItem calls fn with each stored item of a job in scrape order,
+// streaming rows rather than loading them all.
+func (d *DB) EachItem(ctx context.Context, jobID string, fn func(data []byte) error) error {
+	rows, err := d.QueryContext(ctx, `SELECT data FROM job_items WHERE job_id = $1 ORDER BY seq`, jobID)
+	if err != nil {
+		return fmt.Errorf("read items: %w", err)
+	}
+	defer rows.Close()
+	var data sql.RawBytes
+	for rows.Next() {
+		if err := rows.Scan(&data); err != nil {
+			return fmt.Errorf("read items: %w", err)
+		}
+		if err := fn(data); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// LogLine is one line of a job's log.
+type LogLine struct {
+	Seq  int64  `db:"seq"`
+	Line string `db:"line"`
+}
+
+// Logs returns up to limit log lines of a job after seq afterSeq.
+func (d *DB) Logs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]LogLine, error) {
+	var out []LogLine
+	err := d.SelectContext(ctx, &out, `SELECT seq, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+		jobID, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read logs: %w", err)
+	}
+	return out, nil
+}
+
+// Heartbeat records that the worker is alive.
+func (d *DB) Heartbeat(ctx context.Context, workerID, hostname string, pid, concurrency int) error {
+	_, err := d.ExecContext(ctx, `
+		INSERT INTO workers (id, hostname, pid, concurrency) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, workerID, hostname, pid, concurrency)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// RemoveWorker forgets a worker that stopped cleanly.
+func (d *DB) RemoveWorker(ctx context.Context, workerID string) error {
+	_, err := d.ExecContext(ctx, `DELETE FROM workers WHERE id = $1`, workerID)
+	if err != nil {
+		return fmt.Errorf("remove worker: %w", err)
+	}
+	return nil
+}
+
+// ReapLostJobs ends every running job whose worker has not beaten for
+// staleAfter: in error with reason "worker lost", or cancelled if a cancel
+// was requested. It returns the ids it ended.
+func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]string, error) {
+	var ids []string
+	err := d.SelectContext(ctx, &ids, `
+		UPDATE jobs j SET
+			status = CASE WHEN cancel_requested_at IS NULL THEN 'error' ELSE 'cancelled' END,
+			error = CASE WHEN cancel_requested_at IS NULL THEN $2 ELSE $3 END,
+			finished_at = now()
+		WHERE j.status = 'running' AND NOT EXISTS (
+			SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.heartbeat_at > now() - make_interval(secs => $1))
+		RETURNING j.id`, staleAfter.Seconds(), scrapethis.ReasonWorkerLost, scrapethis.ReasonCancelled)
+	if err != nil {
+		return nil, fmt.Errorf("reap lost jobs: %w", err)
+	}
+	if _, err := d.ExecContext(ctx, `DELETE FROM workers WHERE heartbeat_at < now() - interval '1 hour'`); err != nil {
+		return ids, fmt.Errorf("forget dead workers: %w", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,105 @@
+package db
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/scrapethis/scrapethis"
+)
+
+// KeyPrefix starts every API key, so leaked keys are easy to grep for.
+const KeyPrefix = "st_"
+
+// HashKey is how API keys are stored: keys carry 256 random bits, so a
+// plain SHA-256 is as strong as a slow hash and keeps lookups cheap.
+func HashKey(key string) []byte {
+	sum := sha256.Sum256([]byte(key))
+	return sum[:]
+}
+
+// EnsureUser returns the user with the email, creating it if new.
+func (d *DB) EnsureUser(ctx context.Context, email string) (scrapethis.User, error) {
+	var u scrapethis.User
+	err := d.QueryRowxContext(ctx, `
+		INSERT INTO users (id, email) VALUES ($1, $2)
+		ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
+		RETURNING id, email, created_at`, uuid.NewString(), email).Scan(&u.ID, &u.Email, &u.CreatedAt)
+	if err != nil {
+		return u, fmt.Errorf("ensure user %q: %w", email, err)
+	}
+	return u, nil
+}
+
+// CreateAPIKey makes a new random key for the user and stores only its
+// hash. The key itself is returned once and never again.
+func (d *DB) CreateAPIKey(ctx context.Context, userID, name string) (id, key string, err error) {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", "", fmt.Errorf("generate key: %w", err)
+	}
+	key = KeyPrefix + base64.RawURLEncoding.EncodeToString(buf)
+	id = uuid.NewString()
+	_, err = d.ExecContext(ctx, `
+		INSERT INTO api_keys (id, user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)`,
+		id, userID, name, key[:len(KeyPrefix)+6], HashKey(key))
+	if err != nil {
+		return "", "", fmt.Errorf("store key: %w", err)
+	}
+	return id, key, nil
+}
+
+// RevokeAPIKey revokes a key given the key itself, its id, or its prefix
+// (the first characters shown at creation). It returns how many keys it
+// revoked.
+func (d *DB) RevokeAPIKey(ctx context.Context, keyOrID string) (int64, error) {
+	var res interface{ RowsAffected() (int64, error) }
+	var err error
+	if _, perr := uuid.Parse(keyOrID); perr == nil {
+		res, err = d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, keyOrID)
+	} else {
+		res, err = d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL`, HashKey(keyOrID))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("revoke key: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// RevokeUserKeys revokes every key of the user with the email.
+func (d *DB) RevokeUserKeys(ctx context.Context, email string) (int64, error) {
+	res, err := d.ExecContext(ctx, `
+		UPDATE api_keys SET revoked_at = now()
+		WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = $1)`, email)
+	if err != nil {
+		return 0, fmt.Errorf("revoke keys of %q: %w", email, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// UserByKey returns the id of the user owning a live key, or a
+// not-found error.
+func (d *DB) UserByKey(ctx context.Context, key string) (string, error) {
+	var userID string
+	err := d.QueryRowContext(ctx, `SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, HashKey(key)).Scan(&userID)
+	if err != nil {
+		return "", translate(err, "Invalid or missing API key")
+	}
+	return userID, nil
+}
+
+// UserByEmail returns the user with the email.
+func (d *DB) UserByEmail(ctx context.Context, email string) (scrapethis.User, error) {
+	var u scrapethis.User
+	err := d.QueryRowxContext(ctx, `SELECT id, email, created_at FROM users WHERE email = $1`, email).Scan(&u.ID, &u.Email, &u.CreatedAt)
+	return u, translate(err, "User not found")
+}
+
+var _ sqlx.ExtContext = (*sqlx.DB)(nil)

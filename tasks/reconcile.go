@@ -1,0 +1,111 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scrapethis/scrapethis"
+)
+
+// taskKey is where asynq keeps a task's hash (asynq internal/base.TaskKey).
+func taskKey(id string) string { return "asynq:{" + Queue + "}:t:" + id }
+
+// pendingLister pages through committed pending jobs.
+type pendingLister interface {
+	PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error)
+}
+
+// Reconciler makes Redis agree with Postgres: every committed pending job
+// has a runnable task. It covers a crash between a job's commit and its
+// enqueue, Redis losing its data (flush, restart without persistence), and
+// tasks archived while their job was handed back. Running it in several
+// processes at once is safe: a task id is unique in Redis.
+type Reconciler struct {
+	jobs     pendingLister
+	queuer   *Queuer
+	log      *slog.Logger
+	interval time.Duration
+	minAge   time.Duration
+	page     int
+}
+
+// NewReconciler checks every interval for pending jobs older than minAge.
+func NewReconciler(jobs pendingLister, q *Queuer, log *slog.Logger, interval, minAge time.Duration) *Reconciler {
+	return &Reconciler{jobs: jobs, queuer: q, log: log, interval: interval, minAge: minAge, page: 1000}
+}
+
+// Run reconciles until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		if n, err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("reconcile pass failed", "err", err)
+		} else if n > 0 {
+			r.log.Info("re-enqueued pending jobs missing from Redis", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Pass walks all pending jobs once, a page at a time: one Postgres query
+// and one pipelined Redis round trip per page, then an enqueue for each job
+// whose task is missing or will never run. It returns how many it enqueued.
+func (r *Reconciler) Pass(ctx context.Context) (int, error) {
+	olderThan := time.Now().Add(-r.minAge)
+	cursor := scrapethis.JobCursor{ID: "00000000-0000-0000-0000-000000000000"}
+	enqueued := 0
+	for {
+		jobs, err := r.jobs.PendingJobs(ctx, cursor, olderThan, r.page)
+		if err != nil {
+			return enqueued, err
+		}
+		if len(jobs) == 0 {
+			return enqueued, nil
+		}
+		states, err := r.taskStates(ctx, jobs)
+		if err != nil {
+			return enqueued, err
+		}
+		for i, j := range jobs {
+			switch states[i] {
+			case "pending", "active", "scheduled", "retry", "aggregating":
+				continue
+			}
+			ok, err := r.queuer.EnsureQueued(ctx, j)
+			if err != nil {
+				return enqueued, err
+			}
+			if ok {
+				enqueued++
+			}
+		}
+		last := jobs[len(jobs)-1]
+		cursor = scrapethis.JobCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+}
+
+func (r *Reconciler) taskStates(ctx context.Context, jobs []scrapethis.Job) ([]string, error) {
+	pipe := r.queuer.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(jobs))
+	for i, j := range jobs {
+		cmds[i] = pipe.HGet(ctx, taskKey(j.ID), "state")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read task states: %w", err)
+	}
+	out := make([]string, len(jobs))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}

@@ -1,0 +1,366 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/db"
+)
+
+// stopMode says why a spider is being stopped; the first reason wins.
+type stopMode int
+
+const (
+	stopNone     stopMode = iota
+	stopCancel            // the user cancelled: the job ends cancelled
+	stopTimeout           // the job ran out of time: it ends in error
+	stopHandBack          // the worker is shutting down: the job goes back to pending
+	stopLost              // the job is no longer ours: write nothing more
+)
+
+// run is one job's spider process on this worker.
+type run struct {
+	job  scrapethis.Job
+	w    *Worker
+	log  *slog.Logger
+	once sync.Once
+	stop chan struct{}
+	mode stopMode
+	// stopAt is when the stop was asked, for the cancel-latency metric.
+	stopAt time.Time
+}
+
+func newRun(w *Worker, job scrapethis.Job) *run {
+	return &run{
+		job:  job,
+		w:    w,
+		log:  w.log.With("job_id", job.ID, "spider", job.SpiderName, "user_id", job.UserID),
+		stop: make(chan struct{}),
+	}
+}
+
+// requestStop asks the spider to stop for the reason given; only the
+// first request counts.
+func (r *run) requestStop(mode stopMode) {
+	r.once.Do(func() {
+		r.mode = mode
+		r.stopAt = time.Now()
+		close(r.stop)
+	})
+}
+
+func (r *run) stopMode() stopMode {
+	select {
+	case <-r.stop:
+		return r.mode
+	default:
+		return stopNone
+	}
+}
+
+// outcome is how a run ended, before it is written to Postgres.
+type outcome struct {
+	status scrapethis.Status
+	reason *string
+}
+
+func reason(s string) *string { return &s }
+
+// execute runs the spider to its end and writes the job's final state. It
+// returns once the whole process group is gone and everything is stored.
+func (r *run) execute() {
+	ctx := r.w.hardCtx
+	cfg := r.w.cfg
+	logSeq, err := retryValue(ctx, r.log, func() (int64, error) { return r.w.db.LogSeq(ctx, r.job.ID) })
+	if err != nil {
+		return
+	}
+	logs := newBatcher(1000, cfg.LogFlush, logSeq, r.log, "log lines", func(ctx context.Context, first int64, b []string) error {
+		return r.w.db.AppendLogs(ctx, r.job.ID, first, b)
+	})
+	logsDone := make(chan error, 1)
+	go func() { logsDone <- logs.run(ctx) }()
+	sysLog := func(format string, args ...any) {
+		logs.in <- "[scrapethis] " + fmt.Sprintf(format, args...)
+	}
+
+	out, itemsErr := r.spawn(ctx, sysLog, logs.in)
+	close(logs.in)
+	if err := <-logsDone; err != nil && !errors.Is(err, db.ErrNotOwner) {
+		r.log.Error("job log not fully stored", "err", err)
+	}
+	if errors.Is(itemsErr, db.ErrNotOwner) || r.stopMode() == stopLost {
+		r.log.Warn("job is no longer this worker's; its state is left as others set it")
+		return
+	}
+	r.finish(ctx, out)
+}
+
+// spawn starts the spider and feeds its output to the stores until the
+// process group is gone. It returns the outcome and any item store error.
+func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan<- string) (outcome, error) {
+	cfg := r.w.cfg
+	fail := func(format string, args ...any) (outcome, error) {
+		msg := fmt.Sprintf(format, args...)
+		sysLog("%s", msg)
+		return outcome{status: scrapethis.StatusError, reason: reason(msg)}, nil
+	}
+	file, err := resolveSpider(cfg.SpidersDir, r.job.SpiderRepoPath)
+	if err != nil {
+		return fail("%v", err)
+	}
+	args, err := spiderArgs(r.job.Arguments)
+	if err != nil {
+		return fail("%v", err)
+	}
+	argv, err := commandLine(file, args, cfg.ScrapyCommand, cfg.ScrapyLogLevel)
+	if err != nil {
+		return fail("%v", err)
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fail("start failed: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "scrapethis-job-")
+	if err != nil {
+		return fail("start failed: %v", err)
+	}
+	defer os.RemoveAll(dir)
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail("start failed: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return fail("start failed: %v", err)
+	}
+	cmd := &exec.Cmd{
+		Path:   path,
+		Args:   argv,
+		Env:    spiderEnv(r.job.ID, r.job.SpiderName),
+		Dir:    dir,
+		Stdout: outW,
+		Stderr: errW,
+		// Its own process group, so that a stop reaches every child; and
+		// SIGKILL if the worker dies, so that no spider outlives it.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return fail("start failed: %v", err)
+	}
+	pgid := cmd.Process.Pid
+	r.w.metrics.spiderStarted(r.job)
+	defer r.w.metrics.spiderEnded()
+	sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, cmd.String())
+	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts)
+
+	items := newBatcher(cfg.ItemBatch, cfg.ItemFlush, 0, r.log, "items", func(ctx context.Context, first int64, b []string) error {
+		err := r.w.db.AppendItems(ctx, r.job.ID, r.w.id, first, b)
+		if err == nil {
+			r.w.metrics.itemsStored(len(b))
+		}
+		return err
+	})
+	itemsDone := make(chan error, 1)
+	go func() { itemsDone <- items.run(ctx) }()
+
+	var finish struct {
+		sync.Mutex
+		reason string
+	}
+	readers := sync.WaitGroup{}
+	readers.Add(2)
+	go func() {
+		defer readers.Done()
+		n := 0
+		readLines(outR, func(line []byte, truncated bool) {
+			n++
+			if truncated {
+				logIn <- fmt.Sprintf("[scrapethis] warning: stdout line %d is longer than %d bytes; not stored", n, MaxLineBytes)
+				return
+			}
+			if item, ok := parseItem(line); ok {
+				items.in <- item
+			} else if len(line) > 0 {
+				logIn <- fmt.Sprintf("[scrapethis] warning: stdout line %d is not a JSON object; not counted: %.200s", n, line)
+			}
+		})
+	}()
+	go func() {
+		defer readers.Done()
+		readLines(errR, func(line []byte, truncated bool) {
+			if fr, ok := scrapyFinishReason(line); ok {
+				finish.Lock()
+				finish.reason = fr
+				finish.Unlock()
+			}
+			logIn <- string(line)
+		})
+	}()
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	var timeout <-chan time.Time
+	if limit := r.timeout(); limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var kill <-chan time.Time
+	stop := r.stop
+	var waitErr error
+wait:
+	for {
+		select {
+		case waitErr = <-exited:
+			break wait
+		case <-timeout:
+			timeout = nil
+			r.requestStop(stopTimeout)
+		case <-stop:
+			stop = nil
+			sysLog("stopping spider (%s): SIGTERM to its process group, SIGKILL after %s", r.modeName(), cfg.CancelGrace)
+			signalGroup(pgid, syscall.SIGTERM)
+			kt := time.NewTimer(cfg.CancelGrace)
+			defer kt.Stop()
+			kill = kt.C
+		case <-kill:
+			kill = nil
+			sysLog("spider did not stop within %s: SIGKILL to its process group", cfg.CancelGrace)
+			signalGroup(pgid, syscall.SIGKILL)
+		}
+	}
+	// The spider is gone; take down anything it left in its group.
+	signalGroup(pgid, syscall.SIGKILL)
+	r.awaitGroupGone(pgid)
+	if r.stopMode() == stopCancel {
+		r.w.metrics.cancelled(time.Since(r.stopAt))
+	}
+	readersDone := make(chan struct{})
+	go func() { readers.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-time.After(5 * time.Second):
+		// A process outside the group still holds a pipe: stop reading.
+		outR.Close()
+		errR.Close()
+		<-readersDone
+	}
+	outR.Close()
+	errR.Close()
+	close(items.in)
+	itemsErr := <-itemsDone
+	if itemsErr != nil && !errors.Is(itemsErr, db.ErrNotOwner) {
+		r.log.Error("items not fully stored", "err", itemsErr)
+	}
+
+	finish.Lock()
+	fr := finish.reason
+	finish.Unlock()
+	return r.decide(waitErr, fr, sysLog), itemsErr
+}
+
+func (r *run) modeName() string {
+	switch r.stopMode() {
+	case stopCancel:
+		return "cancelled"
+	case stopTimeout:
+		return "timeout"
+	case stopHandBack:
+		return "worker shutting down"
+	case stopLost:
+		return "job no longer on this worker"
+	}
+	return "stop"
+}
+
+func (r *run) timeout() time.Duration {
+	if r.job.TimeoutSeconds != nil {
+		return time.Duration(*r.job.TimeoutSeconds) * time.Second
+	}
+	return r.w.cfg.DefaultTimeout
+}
+
+// awaitGroupGone waits briefly until no process of the group is left.
+func (r *run) awaitGroupGone(pgid int) {
+	for i := 0; i < 200 && groupAlive(pgid); i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// decide turns how the process ended into the job's outcome.
+func (r *run) decide(waitErr error, finishReason string, sysLog func(string, ...any)) outcome {
+	switch r.stopMode() {
+	case stopCancel:
+		sysLog("spider stopped: cancelled")
+		return outcome{status: scrapethis.StatusCancelled, reason: reason(scrapethis.ReasonCancelled)}
+	case stopTimeout:
+		sysLog("spider stopped: timeout after %s", r.timeout())
+		return outcome{status: scrapethis.StatusError, reason: reason(scrapethis.ReasonTimeout)}
+	case stopHandBack:
+		sysLog("spider stopped: worker shutting down; job handed back")
+		return outcome{status: scrapethis.StatusPending}
+	}
+	if waitErr != nil {
+		why := exitReason(waitErr)
+		sysLog("spider ended: %s", why)
+		return outcome{status: scrapethis.StatusError, reason: reason(why)}
+	}
+	// Scrapy exits 0 even when something else stopped it: its finish_reason
+	// says whether the crawl ran to its end.
+	if finishReason == "shutdown" {
+		sysLog("spider ended: exit status 0, but Scrapy's finish_reason is shutdown")
+		return outcome{status: scrapethis.StatusError, reason: reason("scrapy finish_reason: shutdown")}
+	}
+	sysLog("spider ended: exit status 0")
+	return outcome{status: scrapethis.StatusFinished}
+}
+
+// finish writes the outcome, retrying while Postgres is away: a job must
+// never stay running with no spider behind it.
+func (r *run) finish(ctx context.Context, out outcome) {
+	_, err := retryValue(ctx, r.log, func() (bool, error) {
+		if out.status == scrapethis.StatusPending {
+			st, err := r.w.db.HandBackJob(ctx, r.job.ID, r.w.id)
+			if err == nil && st != "" {
+				out.status = st
+			}
+			return true, err
+		}
+		ok, err := r.w.db.FinishJob(ctx, r.job.ID, r.w.id, out.status, out.reason)
+		if err == nil && !ok {
+			r.log.Warn("job was no longer running on this worker; final state left as it was")
+		}
+		return ok, err
+	})
+	if err != nil {
+		r.log.Error("final state not stored", "err", err)
+		return
+	}
+	r.w.metrics.finished(out.status)
+	r.log.Info("job ended", "status", out.status, "reason", deref(out.reason))
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

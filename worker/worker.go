@@ -1,0 +1,329 @@
+// Package worker runs jobs: an asynq server whose handler runs each job's
+// spider as a subprocess, stores its items and log in Postgres, stops it on
+// cancel, timeout or shutdown, and keeps no job stranded in running.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/tasks"
+)
+
+// Config is how a worker runs.
+type Config struct {
+	SpidersDir      string
+	Concurrency     int           // spider processes at most, counting ones still stopping
+	CancelGrace     time.Duration // SIGTERM to SIGKILL
+	DefaultTimeout  time.Duration // for jobs without timeout_seconds; 0 is none
+	ShutdownTimeout time.Duration // how long a stopping worker lets jobs finish before handing them back
+	ScrapyCommand   []string      // argv before "runspider"
+	ScrapyLogLevel  string
+
+	TaskCheckInterval time.Duration // asynq's poll of an empty queue
+	Heartbeat         time.Duration // how often the worker says it is alive
+	LostAfter         time.Duration // a worker silent this long is dead: its jobs are reaped
+	ControlPoll       time.Duration // how often running jobs' rows are checked for cancels
+	Reconcile         time.Duration // how often pending jobs are checked against Redis
+	ItemBatch         int
+	ItemFlush         time.Duration
+	LogFlush          time.Duration
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		SpidersDir:        "./spiders",
+		Concurrency:       4,
+		CancelGrace:       10 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
+		ScrapyCommand:     []string{"scrapy"},
+		ScrapyLogLevel:    "INFO",
+		TaskCheckInterval: 5 * time.Millisecond,
+		Heartbeat:         2 * time.Second,
+		LostAfter:         15 * time.Second,
+		ControlPoll:       time.Second,
+		Reconcile:         5 * time.Second,
+		ItemBatch:         5000,
+		ItemFlush:         100 * time.Millisecond,
+		LogFlush:          100 * time.Millisecond,
+	}
+}
+
+// Metrics is what the worker reports; see package metrics.
+type Metrics interface {
+	SpiderStarted()
+	SpiderEnded()
+	ItemsStored(n int)
+	Cancelled(latency time.Duration)
+	JobFinished(status string)
+	JobsReaped(n int)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) SpiderStarted()          {}
+func (noMetrics) SpiderEnded()            {}
+func (noMetrics) ItemsStored(int)         {}
+func (noMetrics) Cancelled(time.Duration) {}
+func (noMetrics) JobFinished(string)      {}
+func (noMetrics) JobsReaped(int)          {}
+
+// metricsAdapter keeps call sites short.
+type metricsAdapter struct{ m Metrics }
+
+func (a metricsAdapter) spiderStarted(scrapethis.Job) { a.m.SpiderStarted() }
+func (a metricsAdapter) spiderEnded()                 { a.m.SpiderEnded() }
+func (a metricsAdapter) itemsStored(n int)            { a.m.ItemsStored(n) }
+func (a metricsAdapter) cancelled(d time.Duration)    { a.m.Cancelled(d) }
+func (a metricsAdapter) finished(s scrapethis.Status) { a.m.JobFinished(string(s)) }
+
+// Worker is one worker process's job runner.
+type Worker struct {
+	cfg     Config
+	id      string
+	db      *db.DB
+	rdb     redis.UniversalClient
+	queuer  *tasks.Queuer
+	log     *slog.Logger
+	metrics metricsAdapter
+
+	slots chan struct{} // one per live spider process
+
+	mu      sync.Mutex
+	running map[string]*run
+
+	// hardCtx ends only when the worker gives up on storing anything more.
+	hardCtx    context.Context
+	hardCancel context.CancelFunc
+	// draining is closed when the worker stops taking jobs.
+	draining chan struct{}
+	wg       sync.WaitGroup
+
+	healthMu      sync.Mutex
+	lastBeat      time.Time
+	lastBeatError time.Time
+}
+
+// New returns a worker; m may be nil.
+func New(cfg Config, store *db.DB, rdb redis.UniversalClient, log *slog.Logger, m Metrics) *Worker {
+	if m == nil {
+		m = noMetrics{}
+	}
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	rand.Read(b)
+	hard, cancel := context.WithCancel(context.Background())
+	id := fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b))
+	return &Worker{
+		cfg:        cfg,
+		id:         id,
+		db:         store,
+		rdb:        rdb,
+		queuer:     tasks.NewQueuer(rdb),
+		log:        log.With("worker_id", id),
+		metrics:    metricsAdapter{m},
+		slots:      make(chan struct{}, cfg.Concurrency),
+		running:    map[string]*run{},
+		hardCtx:    hard,
+		hardCancel: cancel,
+		draining:   make(chan struct{}),
+	}
+}
+
+// ID names this worker in job rows and logs.
+func (w *Worker) ID() string { return w.id }
+
+// Run serves jobs until ctx ends, then shuts down gracefully: it stops
+// taking jobs, lets running ones finish for ShutdownTimeout, hands back the
+// rest, and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	host, _ := os.Hostname()
+	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
+		return fmt.Errorf("register worker: %w", err)
+	}
+	w.beat(nil)
+	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:              w.cfg.Concurrency,
+		Queues:                   map[string]int{tasks.Queue: 1},
+		TaskCheckInterval:        w.cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: time.Second,
+		ShutdownTimeout:          w.cfg.ShutdownTimeout + w.cfg.CancelGrace + 10*time.Second,
+		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration {
+			return min(time.Second<<min(n, 6), time.Minute)
+		},
+		Logger:   asynqLogger{w.log},
+		LogLevel: asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeRunSpider, w.handle)
+	if err := srv.Start(mux); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir)
+
+	loops, stopLoops := context.WithCancel(context.Background())
+	var lwg sync.WaitGroup
+	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop,
+		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).Run} {
+		lwg.Add(1)
+		go func() { defer lwg.Done(); loop(loops) }()
+	}
+
+	<-ctx.Done()
+	w.log.Info("worker stopping: no new jobs; waiting for running ones", "timeout", w.cfg.ShutdownTimeout)
+	close(w.draining)
+	srv.Stop()
+	if !w.waitIdle(w.cfg.ShutdownTimeout) {
+		w.mu.Lock()
+		for _, r := range w.running {
+			r.requestStop(stopHandBack)
+		}
+		w.mu.Unlock()
+		if !w.waitIdle(w.cfg.CancelGrace + 10*time.Second) {
+			w.log.Error("jobs still running at shutdown; they will be reaped as lost")
+		}
+	}
+	srv.Shutdown()
+	stopLoops()
+	lwg.Wait()
+	w.hardCancel()
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.db.RemoveWorker(rctx, w.id); err != nil {
+		w.log.Warn("could not deregister worker", "err", err)
+	}
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// waitIdle waits until no handler is running, or d has passed.
+func (w *Worker) waitIdle(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// handle is the asynq handler for one job's task.
+func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
+	p, err := tasks.ParseRunSpiderPayload(t.Payload())
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	select {
+	case <-w.draining:
+		return errors.New("worker is shutting down")
+	default:
+	}
+	w.wg.Add(1)
+	defer w.wg.Done()
+
+	// A slot is freed only when a spider's whole process group is gone, so
+	// a spider still stopping counts against the concurrency.
+	select {
+	case w.slots <- struct{}{}:
+	case <-taskCtx.Done():
+		return taskCtx.Err()
+	case <-w.draining:
+		return errors.New("worker is shutting down")
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-w.slots
+		}
+	}
+	defer release()
+
+	job, started, err := w.db.StartJob(taskCtx, p.JobID, w.id)
+	if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
+		return fmt.Errorf("job %s has no row: %w", p.JobID, asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("start job %s: %w", p.JobID, err)
+	}
+	if !started {
+		// Cancelled, final, or already running elsewhere: nothing to run.
+		w.log.Debug("task skipped", "job_id", job.ID, "status", job.Status)
+		return nil
+	}
+
+	r := newRun(w, job)
+	w.mu.Lock()
+	w.running[job.ID] = r
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.running, job.ID)
+		w.mu.Unlock()
+	}()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.execute()
+		release()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-taskCtx.Done():
+	}
+	// asynq ended the task's context: a cancel through its channel, its
+	// deadline, or a lost lease. Only the row says which it is.
+	if errors.Is(taskCtx.Err(), context.DeadlineExceeded) {
+		r.requestStop(stopTimeout)
+	} else if w.cancelRequested(job.ID) {
+		r.requestStop(stopCancel)
+	}
+	<-done
+	// asynq has already moved the task to retry; the job is final or
+	// handed back, so that retry must not linger.
+	w.queuer.Forget(job.ID)
+	return nil
+}
+
+func (w *Worker) cancelRequested(id string) bool {
+	ctx, cancel := context.WithTimeout(w.hardCtx, 5*time.Second)
+	defer cancel()
+	cs, err := w.db.JobControls(ctx, []string{id})
+	return err == nil && len(cs) == 1 && cs[0].CancelRequested
+}
+
+// retryValue calls fn until it succeeds or the worker gives up for good.
+func retryValue[T any](ctx context.Context, log *slog.Logger, fn func() (T, error)) (T, error) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := fn()
+		if err == nil || ctx.Err() != nil {
+			return v, err
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			log.Warn("database write failed; retrying", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
