@@ -1,0 +1,41 @@
+# ScrapeThis: the front door. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+BIN := bin/scrapethis
+GO_FILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
+
+.PHONY: help run test build lint bench bench-quick services migrate clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN): $(GO_FILES)
+	go build -o $(BIN) ./cmd/scrapethis
+
+build: $(BIN) ## build bin/scrapethis
+
+services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
+	@scripts/services.sh
+
+run: services build ## start services, then everything in one process (scrapethis dev)
+	SCRAPETHIS_SPIDERS_DIR=$${SCRAPETHIS_SPIDERS_DIR:-./spiders} $(BIN) dev
+
+migrate: services build ## apply database migrations
+	$(BIN) migrate
+
+test: services ## the whole suite against real PostgreSQL and Redis
+	go vet ./...
+	go test -race -count=1 -timeout 20m ./...
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	go vet ./...
+
+bench: services build ## the platform benchmark (writes bench/results.json)
+	go run ./cmd/bench
+
+bench-quick: services build ## a shorter benchmark, under a minute
+	go run ./cmd/bench -quick
+
+clean: ## remove build output
+	rm -rf bin

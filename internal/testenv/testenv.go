@@ -1,0 +1,170 @@
+// Package testenv gives tests their own real Postgres database and Redis
+// database. URLs come from TEST_DATABASE_URL and TEST_REDIS_URL, with the
+// local defaults that `make test` provides.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scrapethis/scrapethis/db"
+)
+
+// DatabaseURL is the server tests create their databases on.
+func DatabaseURL() string {
+	if v := os.Getenv("TEST_DATABASE_URL"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// RedisURL is the Redis tests use; each package takes its own DB index.
+func RedisURL() string {
+	if v := os.Getenv("TEST_REDIS_URL"); v != "" {
+		return v
+	}
+	return "redis://127.0.0.1:6379"
+}
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+)
+
+// withDatabase returns base with its database name replaced.
+func withDatabase(base, name string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		panic(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// template makes, once per test binary, a migrated database that each
+// test's database is copied from.
+func template(ctx context.Context) (string, error) {
+	templateOnce.Do(func() {
+		templateName = randomName("scrapethis_tmpl_")
+		dsn := withDatabase(DatabaseURL(), templateName)
+		if templateErr = db.CreateDatabase(ctx, dsn); templateErr != nil {
+			return
+		}
+		store, err := db.Open(ctx, dsn)
+		if err != nil {
+			templateErr = err
+			return
+		}
+		_, templateErr = store.Migrate(ctx)
+		store.Close()
+	})
+	return templateName, templateErr
+}
+
+// DatabaseDSN creates a fresh, migrated database for the test, dropped
+// when the test ends, and returns its URL.
+func DatabaseDSN(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tmpl, err := template(ctx)
+	if err != nil {
+		t.Fatalf("test database template: %v", err)
+	}
+	name := randomName("scrapethis_test_")
+	admin, err := db.Open(ctx, withDatabase(DatabaseURL(), "postgres"))
+	if err != nil {
+		t.Fatalf("connect to test Postgres: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, tmpl)); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	dsn := withDatabase(DatabaseURL(), name)
+	t.Cleanup(func() {
+		if err := db.DropDatabase(context.Background(), dsn); err != nil {
+			t.Logf("drop test database: %v", err)
+		}
+	})
+	return dsn
+}
+
+// DB opens a fresh, migrated database for the test.
+func DB(t testing.TB) *db.DB {
+	t.Helper()
+	dsn := DatabaseDSN(t)
+	store, err := db.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("open test database: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// RedisDSN returns the URL of Redis database index, flushed for the test.
+// Give each test package its own index; tests sharing one must not run in
+// parallel.
+func RedisDSN(t testing.TB, index int) string {
+	t.Helper()
+	dsn := strings.TrimSuffix(RedisURL(), "/") + fmt.Sprintf("/%d", index)
+	opt, err := redis.ParseURL(dsn)
+	if err != nil {
+		t.Fatalf("TEST_REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opt)
+	defer c.Close()
+	if err := c.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("flush test Redis: %v", err)
+	}
+	return dsn
+}
+
+// Redis returns a client on Redis database index, flushed for the test.
+func Redis(t testing.TB, index int) *redis.Client {
+	t.Helper()
+	opt, _ := redis.ParseURL(RedisDSN(t, index))
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Redis database indexes, one per test package, so that packages tested at
+// the same time never flush each other's queues. Index 0 is left for
+// `make run`.
+const (
+	RedisAPI      = 2
+	RedisTasks    = 3
+	RedisWorker   = 4
+	RedisCmd      = 5
+	RedisSchedule = 6
+	RedisMetrics  = 7
+	RedisBench    = 8
+	RedisMonitor  = 9
+)
+
+// Main runs a package's tests and then drops the template database; call
+// it from TestMain: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if templateName != "" {
+		db.DropDatabase(context.Background(), withDatabase(DatabaseURL(), templateName))
+	}
+	return code
+}
