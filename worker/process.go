@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,7 +71,12 @@ func spiderArgs(raw json.RawMessage) ([]string, error) {
 		v := m[k]
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
-			s = string(v) // not a string: keep its JSON text
+			// Not a string: its compact JSON text.
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, v); err != nil {
+				return nil, fmt.Errorf("argument %q: %w", k, err)
+			}
+			s = buf.String()
 		}
 		out = append(out, "-a", k+"="+s)
 	}

@@ -1,0 +1,317 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/demosite"
+	"github.com/scrapethis/scrapethis/worker"
+)
+
+func TestExecutableSpider(t *testing.T) {
+	b := setup(t)
+	t.Setenv("DATABASE_URL", "postgres://secret")
+	t.Setenv("SCRAPETHIS_TEST_SECRET", "hunter2")
+	id := b.script("env.sh", `#!/bin/sh
+echo "starting with $*" >&2
+echo '{"n":1}'
+echo 'not json'
+echo '[1,2]'
+printf '{"job":"%s","spider":"%s","db":"%s","secret":"%s"}\n' "$SCRAPETHIS_JOB_ID" "$SCRAPETHIS_SPIDER" "$DATABASE_URL" "$SCRAPETHIS_TEST_SECRET"
+echo '{"n":3}'
+echo "bye" >&2
+`)
+	b.startWorker(nil)
+	jobID := b.start(id, `{"q":"a b","n":2,"obj":{"x":true}}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	items := b.items(jobID)
+	if len(items) != 3 || j.ItemsScraped != 3 {
+		t.Fatalf("items_scraped %d, items %v", j.ItemsScraped, items)
+	}
+	var env map[string]string
+	json.Unmarshal([]byte(items[1]), &env)
+	if env["job"] != jobID || env["spider"] != "env.sh" || env["db"] != "" || env["secret"] != "" {
+		t.Fatalf("spider environment: %v", env)
+	}
+	if items[2] != `{"n":3}` {
+		t.Fatalf("order: %v", items)
+	}
+	logs := b.logs(jobID)
+	for _, want := range []string{"starting with -a n=2 -a obj={\"x\":true} -a q=a b", "bye", "not a JSON object", "exit status 0"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if j.StartedAt == nil || j.FinishedAt == nil || j.Error != nil || j.Attempts != 1 {
+		t.Fatalf("job %+v", j)
+	}
+}
+
+func TestArgumentsArriveAsSeparateWords(t *testing.T) {
+	b := setup(t)
+	out := filepath.Join(t.TempDir(), "argv")
+	id := b.script("argv.sh", "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > "+out+"\n")
+	b.startWorker(nil)
+	jobID := b.start(id, `{"q":"a b; rm -rf /","n":2}`, nil)
+	b.waitStatus(jobID, scrapethis.StatusFinished)
+	data, _ := os.ReadFile(out)
+	if string(data) != "-a\nn=2\n-a\nq=a b; rm -rf /\n" {
+		t.Fatalf("argv %q", data)
+	}
+}
+
+func TestFailingSpiders(t *testing.T) {
+	b := setup(t)
+	exit3 := b.script("exit3.sh", "#!/bin/sh\necho '{\"a\":1}'\nexit 3\n")
+	os.WriteFile(filepath.Join(b.spiders, "noexec.sh"), []byte("#!/bin/sh\n"), 0o644)
+	noexec, _ := b.db.CreateSpider(context.Background(), b.userID, "noexec", "noexec.sh")
+	missing, _ := b.db.CreateSpider(context.Background(), b.userID, "missing", "missing.sh")
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "evil.sh"), []byte("#!/bin/sh\necho '{\"escaped\":1}'\n"), 0o755)
+	os.Symlink(filepath.Join(outside, "evil.sh"), filepath.Join(b.spiders, "link.sh"))
+	link, _ := b.db.CreateSpider(context.Background(), b.userID, "link", "link.sh")
+	b.startWorker(nil)
+
+	cases := map[string]struct{ spider, reason string }{
+		"exit":    {exit3, "exit status 3"},
+		"noexec":  {noexec.ID, "not executable"},
+		"missing": {missing.ID, "not found"},
+		"symlink": {link.ID, "leaves the spiders directory"},
+	}
+	for name, c := range cases {
+		jobID := b.start(c.spider, `{}`, nil)
+		j := b.waitStatus(jobID, scrapethis.StatusError)
+		if j.Error == nil || !strings.Contains(*j.Error, c.reason) {
+			t.Errorf("%s: reason %q, want %q", name, deref(j.Error), c.reason)
+		}
+		if name == "exit" && j.ItemsScraped != 1 {
+			t.Errorf("exit: items before the failure not kept: %d", j.ItemsScraped)
+		}
+		if name == "symlink" && j.ItemsScraped != 0 {
+			t.Error("a spider outside the spiders directory ran")
+		}
+	}
+}
+
+func TestScrapySpider(t *testing.T) {
+	if err := exec.Command("/usr/bin/python3", "-c", "import scrapy").Run(); err != nil {
+		t.Skip("Scrapy is not installed (make test installs python3-scrapy)")
+	}
+	b := setup(t)
+	site := httptest.NewServer(demosite.Handler("/demo"))
+	defer site.Close()
+	src, err := os.ReadFile("../spiders/quotes.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(b.spiders, "quotes.py"), src, 0o644)
+	sp, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes", "quotes.py")
+	b.startWorker(nil)
+	jobID := b.start(sp.ID, `{"start_url":"`+site.URL+`/demo/"}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	want := demosite.Pages * demosite.PerPage
+	if j.ItemsScraped != int64(want) {
+		t.Fatalf("items_scraped %d, want %d; log:\n%s", j.ItemsScraped, want, b.logs(jobID))
+	}
+	text, author := demosite.Quote(0)
+	var first map[string]string
+	json.Unmarshal([]byte(b.items(jobID)[0]), &first)
+	if first["text"] != text || first["author"] != author {
+		t.Fatalf("first item %v", first)
+	}
+	if logs := b.logs(jobID); !strings.Contains(logs, "'finish_reason': 'finished'") {
+		t.Errorf("Scrapy stats not in the log:\n%s", logs)
+	}
+	if strings.Contains(b.logs(jobID), "DEBUG: Scraped from") {
+		t.Error("Scrapy logged at DEBUG; want INFO by default")
+	}
+}
+
+// sleeper is a spider that records its pid and a child's pid, then waits.
+func sleeper(pidFile string, ignoreTerm bool) string {
+	trap := ""
+	if ignoreTerm {
+		trap = "trap '' TERM\n"
+	}
+	return "#!/bin/sh\n" + trap + `echo '{"started":1}'
+sleep 300 &
+echo $$ $! > ` + pidFile + `
+wait
+`
+}
+
+func TestCancelRunningJob(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ignoreTerm bool
+		publish    bool
+	}{
+		{"obeys SIGTERM", false, true},
+		{"ignores SIGTERM", true, true},
+		{"cancel message lost", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t)
+			pidFile := filepath.Join(t.TempDir(), "pids")
+			id := b.script("sleep.sh", sleeper(pidFile, tc.ignoreTerm))
+			b.startWorker(nil)
+			jobID := b.start(id, `{}`, nil)
+			pids := b.readPids(pidFile, 2)
+			b.waitStatus(jobID, scrapethis.StatusRunning)
+			b.cancel(jobID, tc.publish)
+			j := b.waitStatus(jobID, scrapethis.StatusCancelled)
+			for _, pid := range pids {
+				if pidAlive(pid) {
+					t.Errorf("process %d survived the cancel", pid)
+				}
+			}
+			if j.ItemsScraped != 1 || j.FinishedAt == nil || deref(j.Error) != scrapethis.ReasonCancelled {
+				t.Fatalf("cancelled job %+v", j)
+			}
+			if tc.ignoreTerm && !strings.Contains(b.logs(jobID), "SIGKILL") {
+				t.Errorf("no SIGKILL in log:\n%s", b.logs(jobID))
+			}
+		})
+	}
+}
+
+func TestCancelledJobNeverRunsAgain(t *testing.T) {
+	b := setup(t)
+	runs := filepath.Join(t.TempDir(), "runs")
+	id := b.script("count.sh", "#!/bin/sh\necho run >> "+runs+"\nexec sleep 300\n")
+	b.startWorker(func(c *worker.Config) { c.Concurrency = 1 })
+	jobID := b.start(id, `{}`, nil)
+	b.waitStatus(jobID, scrapethis.StatusRunning)
+	b.waitFor("spider start", 10*time.Second, func() bool { d, _ := os.ReadFile(runs); return len(d) > 0 })
+	b.cancel(jobID, true)
+	b.waitStatus(jobID, scrapethis.StatusCancelled)
+	// Give asynq's retry machinery time to act, with a second job to show
+	// the worker is still taking work.
+	other := b.start(b.script("ok.sh", "#!/bin/sh\nsleep 1\n"), `{}`, nil)
+	b.waitStatus(other, scrapethis.StatusFinished)
+	time.Sleep(2 * time.Second)
+	if d, _ := os.ReadFile(runs); strings.Count(string(d), "run") != 1 {
+		t.Fatalf("cancelled spider ran %d times", strings.Count(string(d), "run"))
+	}
+	if j := b.job(jobID); j.Status != scrapethis.StatusCancelled || j.Attempts != 1 {
+		t.Fatalf("job %+v", j)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	b := setup(t)
+	id := b.script("slow.sh", "#!/bin/sh\necho '{\"a\":1}'\nexec sleep 300\n")
+	b.startWorker(nil)
+	one := 1
+	jobID := b.start(id, `{}`, &one)
+	j := b.waitStatus(jobID, scrapethis.StatusError)
+	if deref(j.Error) != scrapethis.ReasonTimeout || j.ItemsScraped != 1 {
+		t.Fatalf("job %+v", j)
+	}
+}
+
+func TestConcurrencyLimitAndNoDoubleRuns(t *testing.T) {
+	b := setup(t)
+	trace := filepath.Join(t.TempDir(), "trace")
+	id := b.script("trace.sh", `#!/bin/sh
+echo "start $SCRAPETHIS_JOB_ID $(date +%s%N)" >> `+trace+`
+sleep 0.2
+echo "end $SCRAPETHIS_JOB_ID $(date +%s%N)" >> `+trace+`
+echo '{"ok":1}'
+`)
+	b.startWorker(func(c *worker.Config) { c.Concurrency = 2 })
+	b.startWorker(func(c *worker.Config) { c.Concurrency = 2 })
+	var ids []string
+	for i := 0; i < 30; i++ {
+		ids = append(ids, b.start(id, `{}`, nil))
+	}
+	for _, id := range ids {
+		j := b.waitStatus(id, scrapethis.StatusFinished)
+		if j.Attempts != 1 || j.ItemsScraped != 1 {
+			t.Fatalf("job %s: attempts %d items %d", id, j.Attempts, j.ItemsScraped)
+		}
+	}
+	data, _ := os.ReadFile(trace)
+	type ev struct {
+		t     string
+		delta int
+	}
+	var evs []ev
+	starts := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.Fields(line)
+		if f[0] == "start" {
+			starts[f[1]]++
+			evs = append(evs, ev{f[2], 1})
+		} else {
+			evs = append(evs, ev{f[2], -1})
+		}
+	}
+	for _, id := range ids {
+		if starts[id] != 1 {
+			t.Errorf("job %s started %d times", id, starts[id])
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool {
+		if len(evs[i].t) != len(evs[j].t) {
+			return len(evs[i].t) < len(evs[j].t)
+		}
+		if evs[i].t != evs[j].t {
+			return evs[i].t < evs[j].t
+		}
+		return evs[i].delta < evs[j].delta
+	})
+	live, peak := 0, 0
+	for _, e := range evs {
+		live += e.delta
+		peak = max(peak, live)
+	}
+	if peak > 4 {
+		t.Fatalf("%d spiders at once on two workers of concurrency 2", peak)
+	}
+}
+
+func TestManyItemsInOrder(t *testing.T) {
+	b := setup(t)
+	id := b.script("many.sh", "#!/bin/sh\nseq 1 20000 | sed 's/.*/{\"i\":&}/'\n")
+	b.startWorker(nil)
+	jobID := b.start(id, `{}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	items := b.items(jobID)
+	if j.ItemsScraped != 20000 || len(items) != 20000 {
+		t.Fatalf("items_scraped %d, stored %d", j.ItemsScraped, len(items))
+	}
+	for i, it := range items {
+		if it != fmt.Sprintf(`{"i":%d}`, i+1) {
+			t.Fatalf("item %d is %s", i, it)
+		}
+	}
+}
+
+func TestItemsCountedWhileRunning(t *testing.T) {
+	b := setup(t)
+	id := b.script("slowitems.sh", "#!/bin/sh\necho '{\"a\":1}'\necho '{\"a\":2}'\nexec sleep 300\n")
+	b.startWorker(nil)
+	jobID := b.start(id, `{}`, nil)
+	b.waitFor("items_scraped to reach 2 while running", 30*time.Second, func() bool {
+		j := b.job(jobID)
+		return j.Status == scrapethis.StatusRunning && j.ItemsScraped == 2
+	})
+	b.cancel(jobID, true)
+	b.waitStatus(jobID, scrapethis.StatusCancelled)
+}
+
+var _ = http.StatusOK
+var _ = syscall.SIGTERM

@@ -1,0 +1,263 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/tasks"
+	"github.com/scrapethis/scrapethis/worker"
+)
+
+// TestMain doubles as a standalone worker process for the fault tests:
+// with WORKER_CHILD_DSN set, the test binary runs a worker until killed.
+func TestMain(m *testing.M) {
+	if dsn := os.Getenv("WORKER_CHILD_DSN"); dsn != "" {
+		os.Exit(childWorker(dsn))
+	}
+	os.Exit(testenv.Main(m))
+}
+
+func childWorker(dsn string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	store, err := db.Open(ctx, dsn)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	opt, _ := redis.ParseURL(os.Getenv("WORKER_CHILD_REDIS"))
+	rdb := redis.NewClient(opt)
+	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
+	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func testConfig(spiders string) worker.Config {
+	cfg := worker.DefaultConfig()
+	cfg.SpidersDir = spiders
+	cfg.Concurrency = 4
+	cfg.CancelGrace = time.Second
+	cfg.ShutdownTimeout = time.Second
+	cfg.Heartbeat = 200 * time.Millisecond
+	cfg.LostAfter = 2 * time.Second
+	cfg.ControlPoll = 200 * time.Millisecond
+	cfg.Reconcile = 500 * time.Millisecond
+	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
+	return cfg
+}
+
+// bundle is one test's worker setup on its own database and Redis.
+type bundle struct {
+	t        *testing.T
+	dsn      string
+	redisDSN string
+	db       *db.DB
+	rdb      *redis.Client
+	queuer   *tasks.Queuer
+	spiders  string
+	userID   string
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	dsn := testenv.DatabaseDSN(t)
+	store, err := db.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	redisDSN := testenv.RedisDSN(t, testenv.RedisWorker)
+	opt, _ := redis.ParseURL(redisDSN)
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	u, err := store.EnsureUser(context.Background(), "w@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{t: t, dsn: dsn, redisDSN: redisDSN, db: store, rdb: rdb, queuer: tasks.NewQueuer(rdb),
+		spiders: t.TempDir(), userID: u.ID}
+}
+
+// startWorker runs an in-process worker until the test ends; the returned
+// function stops it and waits.
+func (b *bundle) startWorker(mod func(*worker.Config)) (stop func()) {
+	cfg := testConfig(b.spiders)
+	if mod != nil {
+		mod(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{b.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w := worker.New(cfg, b.db, b.rdb, log, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := w.Run(ctx); err != nil {
+			b.t.Errorf("worker: %v", err)
+		}
+	}()
+	var once bool
+	stop = func() {
+		if !once {
+			once = true
+			cancel()
+			<-done
+		}
+	}
+	b.t.Cleanup(stop)
+	return stop
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// script writes an executable spider.
+func (b *bundle) script(name, body string) string {
+	b.t.Helper()
+	if err := os.WriteFile(filepath.Join(b.spiders, name), []byte(body), 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	sp, err := b.db.CreateSpider(context.Background(), b.userID, name, name)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return sp.ID
+}
+
+// start creates and enqueues a job as the API does.
+func (b *bundle) start(spiderID string, args string, timeout *int) string {
+	b.t.Helper()
+	j, err := b.db.CreateJob(context.Background(), scrapethis.NewJob{UserID: b.userID, SpiderID: spiderID,
+		Arguments: json.RawMessage(args), TimeoutSeconds: timeout})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.queuer.Enqueue(context.Background(), j); err != nil {
+		b.t.Fatal(err)
+	}
+	return j.ID
+}
+
+// cancel does what DELETE does: record, then publish.
+func (b *bundle) cancel(jobID string, publish bool) {
+	b.t.Helper()
+	if _, err := b.db.CancelJob(context.Background(), b.userID, jobID); err != nil {
+		b.t.Fatal(err)
+	}
+	if publish {
+		if err := b.queuer.Cancel(context.Background(), jobID); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
+func (b *bundle) job(id string) scrapethis.Job {
+	b.t.Helper()
+	j, err := b.db.JobByID(context.Background(), id)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return j
+}
+
+// waitFor polls until cond holds; the deadline is generous because CI
+// machines are slow, never a timing assertion.
+func (b *bundle) waitFor(what string, d time.Duration, cond func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (b *bundle) waitStatus(id string, want scrapethis.Status) scrapethis.Job {
+	b.t.Helper()
+	var j scrapethis.Job
+	b.waitFor("job "+id+" to be "+string(want), 60*time.Second, func() bool {
+		j = b.job(id)
+		if j.Status.Final() && j.Status != want {
+			b.t.Fatalf("job ended %s (%s), want %s; log:\n%s", j.Status, deref(j.Error), want, b.logs(id))
+		}
+		return j.Status == want
+	})
+	return j
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
+}
+
+func (b *bundle) items(id string) []string {
+	var out []string
+	b.db.EachItem(context.Background(), id, func(d []byte) error { out = append(out, string(d)); return nil })
+	return out
+}
+
+func (b *bundle) logs(id string) string {
+	lines, _ := b.db.Logs(context.Background(), id, -1, 100000)
+	var s strings.Builder
+	for _, l := range lines {
+		s.WriteString(l.Line + "\n")
+	}
+	return s.String()
+}
+
+// pidAlive reports whether a process exists and is not a zombie.
+func pidAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(st))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+// readPids reads whitespace-separated pids from a file, once it has n.
+func (b *bundle) readPids(path string, n int) []int {
+	b.t.Helper()
+	var pids []int
+	b.waitFor("pids in "+path, 30*time.Second, func() bool {
+		data, _ := os.ReadFile(path)
+		pids = pids[:0]
+		for _, f := range strings.Fields(string(data)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, p)
+			}
+		}
+		return len(pids) >= n
+	})
+	return pids
+}
+
+var _ = io.Discard
