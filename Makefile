@@ -11,8 +11,9 @@ help: ## show this help
 
 $(BIN): $(GO_FILES)
 	go build -o $(BIN) ./cmd/scrapethis
+	go build -o bin/scrapethis-shim ./cmd/scrapethis-shim
 
-build: $(BIN) ## build bin/scrapethis
+build: $(BIN) ## build bin/scrapethis and bin/scrapethis-shim
 
 services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
 	@scripts/services.sh

@@ -145,6 +145,12 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		outW.Close()
 		return fail("start failed: %v", err)
 	}
+	deathSig := syscall.SIGKILL
+	if cfg.Shim != "" {
+		argv = append([]string{cfg.Shim, "--", path}, argv[1:]...)
+		path = cfg.Shim
+		deathSig = syscall.SIGTERM // the shim's cue to kill the group
+	}
 	cmd := &exec.Cmd{
 		Path:   path,
 		Args:   argv,
@@ -152,9 +158,9 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		Dir:    dir,
 		Stdout: outW,
 		Stderr: errW,
-		// Its own process group, so that a stop reaches every child; and
-		// SIGKILL if the worker dies, so that no spider outlives it.
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		// Its own process group, so that a stop reaches every child; and a
+		// signal if the worker dies, so that no spider outlives it.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig},
 	}
 	err = cmd.Start()
 	outW.Close()

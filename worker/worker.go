@@ -30,7 +30,12 @@ type Config struct {
 	DefaultTimeout  time.Duration // for jobs without timeout_seconds; 0 is none
 	ShutdownTimeout time.Duration // how long a stopping worker lets jobs finish before handing them back
 	ScrapyCommand   []string      // argv before "runspider"
-	ScrapyLogLevel  string
+	// Shim is the path of scrapethis-shim, which takes a spider's whole
+	// process group down if the worker is killed outright; "" runs spiders
+	// directly (then only the spider itself, not its children, dies with
+	// a killed worker).
+	Shim           string
+	ScrapyLogLevel string
 
 	TaskCheckInterval time.Duration // asynq's poll of an empty queue
 	Heartbeat         time.Duration // how often the worker says it is alive

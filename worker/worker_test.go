@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -30,8 +31,22 @@ func TestMain(m *testing.M) {
 	if dsn := os.Getenv("WORKER_CHILD_DSN"); dsn != "" {
 		os.Exit(childWorker(dsn))
 	}
-	os.Exit(testenv.Main(m))
+	dir, err := os.MkdirTemp("", "shim")
+	if err != nil {
+		panic(err)
+	}
+	shimPath = filepath.Join(dir, "scrapethis-shim")
+	if out, err := exec.Command("go", "build", "-o", shimPath, "../cmd/scrapethis-shim").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build shim: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := testenv.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// shimPath is scrapethis-shim built for these tests.
+var shimPath string
 
 func childWorker(dsn string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -62,6 +77,10 @@ func testConfig(spiders string) worker.Config {
 	cfg.ControlPoll = 200 * time.Millisecond
 	cfg.Reconcile = 500 * time.Millisecond
 	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
+	cfg.Shim = os.Getenv("WORKER_CHILD_SHIM")
+	if shimPath != "" {
+		cfg.Shim = shimPath
+	}
 	return cfg
 }
 

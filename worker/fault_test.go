@@ -1,0 +1,157 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/worker"
+)
+
+// childWorkerProcess starts this test binary as a standalone worker.
+func (b *bundle) childWorkerProcess() *exec.Cmd {
+	b.t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "WORKER_CHILD_DSN="+b.dsn, "WORKER_CHILD_REDIS="+b.redisDSN, "WORKER_CHILD_SPIDERS="+b.spiders, "WORKER_CHILD_SHIM="+shimPath)
+	cmd.Stderr = testWriter{b.t}
+	if err := cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+func TestWorkerKilledMidJob(t *testing.T) {
+	b := setup(t)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	runs := filepath.Join(t.TempDir(), "runs")
+	id := b.script("sleep.sh", "#!/bin/sh\necho run >> "+runs+"\n"+strings.TrimPrefix(sleeper(pidFile, false), "#!/bin/sh\n"))
+	child := b.childWorkerProcess()
+	jobID := b.start(id, `{}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusRunning)
+	pids := b.readPids(pidFile, 2)
+	b.waitFor("the first item", 30*time.Second, func() bool { return b.job(jobID).ItemsScraped == 1 })
+
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait()
+	// The spider dies with its worker.
+	b.waitFor("spider processes to die with the worker", 10*time.Second, func() bool {
+		return !pidAlive(pids[0]) && !pidAlive(pids[1])
+	})
+	// A surviving worker ends the job within LostAfter plus one reap.
+	killed := time.Now()
+	b.startWorker(nil)
+	j = b.waitStatus(jobID, scrapethis.StatusError)
+	if deref(j.Error) != scrapethis.ReasonWorkerLost || j.ItemsScraped != 1 {
+		t.Fatalf("lost job %+v", j)
+	}
+	t.Logf("worker lost detected %s after the kill (LostAfter %s)", time.Since(killed).Round(time.Millisecond), testConfig("").LostAfter)
+	// asynq later re-delivers the task; the job must not run again.
+	time.Sleep(2 * time.Second)
+	if d, _ := os.ReadFile(runs); strings.Count(string(d), "run") != 1 {
+		t.Fatalf("lost job ran %d times", strings.Count(string(d), "run"))
+	}
+}
+
+func TestShutdownHandsBackJobs(t *testing.T) {
+	b := setup(t)
+	marker := filepath.Join(t.TempDir(), "marker")
+	id := b.script("twice.sh", `#!/bin/sh
+if [ -e `+marker+` ]; then echo '{"attempt":2}'; exit 0; fi
+touch `+marker+`
+echo '{"attempt":1}'
+exec sleep 300
+`)
+	stop := b.startWorker(nil)
+	jobID := b.start(id, `{}`, nil)
+	b.waitFor("first attempt's item", 30*time.Second, func() bool { return b.job(jobID).ItemsScraped == 1 })
+	stop()
+	j := b.job(jobID)
+	if j.Status != scrapethis.StatusPending || j.ItemsScraped != 0 || j.WorkerID != nil {
+		t.Fatalf("after shutdown: %+v", j)
+	}
+	b.startWorker(nil)
+	j = b.waitStatus(jobID, scrapethis.StatusFinished)
+	if items := b.items(jobID); len(items) != 1 || items[0] != `{"attempt":2}` || j.Attempts != 2 {
+		t.Fatalf("re-run: attempts %d items %v", j.Attempts, items)
+	}
+	if logs := b.logs(jobID); !strings.Contains(logs, "handed back") || !strings.Contains(logs, "attempt 2 started") {
+		t.Errorf("log:\n%s", logs)
+	}
+}
+
+func TestShutdownLetsShortJobsFinish(t *testing.T) {
+	b := setup(t)
+	id := b.script("short.sh", "#!/bin/sh\nsleep 1\necho '{\"done\":1}'\n")
+	stop := b.startWorker(func(c *worker.Config) { c.ShutdownTimeout = 20 * time.Second })
+	jobID := b.start(id, `{}`, nil)
+	b.waitStatus(jobID, scrapethis.StatusRunning)
+	stop()
+	if j := b.job(jobID); j.Status != scrapethis.StatusFinished || j.ItemsScraped != 1 {
+		t.Fatalf("after graceful stop: %+v", j)
+	}
+}
+
+func TestRedisFlushedLosesNoJob(t *testing.T) {
+	b := setup(t)
+	runs := filepath.Join(t.TempDir(), "runs")
+	id := b.script("run.sh", "#!/bin/sh\necho $SCRAPETHIS_JOB_ID >> "+runs+"\necho '{}'\n")
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, b.start(id, `{}`, nil))
+	}
+	if err := b.rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(nil)
+	for _, id := range ids {
+		if j := b.waitStatus(id, scrapethis.StatusFinished); j.Attempts != 1 {
+			t.Fatalf("job %s attempts %d", id, j.Attempts)
+		}
+	}
+	data, _ := os.ReadFile(runs)
+	for _, id := range ids {
+		if n := strings.Count(string(data), id); n != 1 {
+			t.Errorf("job %s ran %d times", id, n)
+		}
+	}
+}
+
+func TestPostgresOutageLosesNoItem(t *testing.T) {
+	b := setup(t)
+	id := b.script("trickle.sh", "#!/bin/sh\ni=0\nwhile [ $i -lt 300 ]; do i=$((i+1)); echo \"{\\\"i\\\":$i}\"; sleep 0.01; done\n")
+	b.startWorker(nil)
+	jobID := b.start(id, `{}`, nil)
+	b.waitFor("some items", 30*time.Second, func() bool { return b.job(jobID).ItemsScraped > 20 })
+
+	u, _ := url.Parse(b.dsn)
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := testenv.DB(t) // a connection to another database
+	if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, name)); err != nil {
+		t.Fatal(err)
+	}
+	admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name)
+	time.Sleep(3 * time.Second)
+	if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS true`, name)); err != nil {
+		t.Fatal(err)
+	}
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	items := b.items(jobID)
+	if j.ItemsScraped != 300 || len(items) != 300 {
+		t.Fatalf("items_scraped %d, stored %d", j.ItemsScraped, len(items))
+	}
+	for i, it := range items {
+		if it != fmt.Sprintf(`{"i":%d}`, i+1) {
+			t.Fatalf("item %d is %s", i, it)
+		}
+	}
+}
