@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"strings"
+	"unicode/utf8"
 	"time"
 
 	"github.com/scrapethis/scrapethis/db"
@@ -141,10 +143,20 @@ func readLines(r io.Reader, fn func(line []byte, truncated bool)) error {
 // parseItem returns an item line as the JSON object it must be, or false.
 func parseItem(line []byte) (string, bool) {
 	line = bytes.TrimSpace(line)
-	if len(line) < 2 || line[0] != '{' || !json.Valid(line) {
+	if len(line) < 2 || line[0] != '{' || !utf8.Valid(line) || !json.Valid(line) {
 		return "", false
 	}
 	return string(line), true
+}
+
+// logLine makes a stderr line storable as Postgres text: valid UTF-8 and
+// no NUL bytes, which Postgres refuses and a retry could never get past.
+func logLine(line []byte) string {
+	s := strings.ToValidUTF8(string(line), "\uFFFD")
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return s
 }
 
 var finishReason = regexp.MustCompile(`'finish_reason':\s*'([^']*)'`)

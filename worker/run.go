@@ -204,7 +204,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 			if item, ok := parseItem(line); ok {
 				items.in <- item
 			} else if len(line) > 0 {
-				logIn <- fmt.Sprintf("[scrapethis] warning: stdout line %d is not a JSON object; not counted: %.200s", n, line)
+				logIn <- logLine(fmt.Appendf(nil, "[scrapethis] warning: stdout line %d is not a JSON object; not counted: %.200s", n, line))
 			}
 		})
 	}()
@@ -216,7 +216,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 				finish.reason = fr
 				finish.Unlock()
 			}
-			logIn <- string(line)
+			logIn <- logLine(line)
 		})
 	}()
 

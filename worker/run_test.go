@@ -315,3 +315,21 @@ func TestItemsCountedWhileRunning(t *testing.T) {
 
 var _ = http.StatusOK
 var _ = syscall.SIGTERM
+
+func TestBinaryGarbageIsStoredSafely(t *testing.T) {
+	b := setup(t)
+	id := b.script("garbage.sh", `#!/bin/sh
+printf '{"ok":1}\n{"bad":"\377\376"}\n'
+printf 'latin1 \351t\351 and a nul \000 here\n' >&2
+printf '{"ok":2}\n'
+`)
+	b.startWorker(nil)
+	jobID := b.start(id, `{}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	if j.ItemsScraped != 2 {
+		t.Fatalf("items_scraped %d, want 2 (the invalid UTF-8 line is not an item)", j.ItemsScraped)
+	}
+	if logs := b.logs(jobID); !strings.Contains(logs, "latin1 \uFFFDt\uFFFD and a nul  here") {
+		t.Fatalf("log:\n%q", logs)
+	}
+}
