@@ -10,8 +10,8 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 	"time"
+	"unicode/utf8"
 
 	"github.com/scrapethis/scrapethis/db"
 )
