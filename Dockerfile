@@ -4,8 +4,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -o /out/scrapethis ./cmd/scrapethis \
- && CGO_ENABLED=0 go build -o /out/scrapethis-shim ./cmd/scrapethis-shim
+RUN CGO_ENABLED=0 go build -o /out/scrapethis ./cmd/scrapethis
 
 FROM debian:bookworm-slim
 # Scrapy for *.py spiders; ca-certificates for https sites.
@@ -13,10 +12,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-scrapy ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /home/scrapethis scrapethis
-COPY --from=build /out/scrapethis /out/scrapethis-shim /usr/local/bin/
+COPY --from=build /out/scrapethis /usr/local/bin/
 COPY spiders /srv/spiders
-ENV SCRAPETHIS_SPIDERS_DIR=/srv/spiders \
-    SCRAPETHIS_SPIDER_SHIM=/usr/local/bin/scrapethis-shim
+ENV SCRAPETHIS_SPIDERS_DIR=/srv/spiders
 USER scrapethis
 WORKDIR /home/scrapethis
 ENTRYPOINT ["scrapethis"]

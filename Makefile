@@ -11,9 +11,7 @@ help: ## show this help
 
 $(BIN): $(GO_FILES)
 	go build -o $(BIN) ./cmd/scrapethis
-	go build -o bin/scrapethis-shim ./cmd/scrapethis-shim
 
-build: $(BIN) ## build bin/scrapethis and bin/scrapethis-shim
 
 services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
 	@scripts/services.sh

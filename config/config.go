@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -63,7 +62,9 @@ func Load(getenv func(string) string) (Config, error) {
 	if v := p.str("SCRAPETHIS_SCRAPY_COMMAND", ""); v != "" {
 		w.ScrapyCommand = strings.Fields(v)
 	}
-	w.Shim = findShim(p.str("SCRAPETHIS_SPIDER_SHIM", ""))
+	if v := p.str("SCRAPETHIS_SPIDER_GUARD", ""); v == "off" || v == "false" {
+		w.Guard = []string{} // none; nil means the command's default
+	}
 	c.Worker = w
 	switch strings.ToLower(p.str("SCRAPETHIS_LOG_LEVEL", "info")) {
 	case "debug":
@@ -153,24 +154,4 @@ func (p *parser) boolean(key string, def bool) bool {
 		return def
 	}
 	return b
-}
-
-// findShim returns the scrapethis-shim to run spiders under: the path
-// given, none for "off", or else the one next to this executable if any.
-func findShim(v string) string {
-	switch v {
-	case "off", "false", "none":
-		return ""
-	case "":
-		exe, err := os.Executable()
-		if err != nil {
-			return ""
-		}
-		path := filepath.Join(filepath.Dir(exe), "scrapethis-shim")
-		if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
-			return path
-		}
-		return ""
-	}
-	return v
 }

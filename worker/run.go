@@ -145,12 +145,6 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		outW.Close()
 		return fail("start failed: %v", err)
 	}
-	deathSig := syscall.SIGKILL
-	if cfg.Shim != "" {
-		argv = append([]string{cfg.Shim, "--", path}, argv[1:]...)
-		path = cfg.Shim
-		deathSig = syscall.SIGTERM // the shim's cue to kill the group
-	}
 	cmd := &exec.Cmd{
 		Path:   path,
 		Args:   argv,
@@ -158,9 +152,9 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		Dir:    dir,
 		Stdout: outW,
 		Stderr: errW,
-		// Its own process group, so that a stop reaches every child; and a
-		// signal if the worker dies, so that no spider outlives it.
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: deathSig},
+		// Its own process group, so that a stop reaches every child; and
+		// SIGKILL if the worker dies (the guard takes care of children).
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	err = cmd.Start()
 	outW.Close()
@@ -171,6 +165,8 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		return fail("start failed: %v", err)
 	}
 	pgid := cmd.Process.Pid
+	r.w.guard.add(pgid)
+	defer r.w.guard.remove(pgid)
 	r.w.metrics.spiderStarted(r.job)
 	defer r.w.metrics.spiderEnded()
 	sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, cmd.String())

@@ -30,11 +30,12 @@ type Config struct {
 	DefaultTimeout  time.Duration // for jobs without timeout_seconds; 0 is none
 	ShutdownTimeout time.Duration // how long a stopping worker lets jobs finish before handing them back
 	ScrapyCommand   []string      // argv before "runspider"
-	// Shim is the path of scrapethis-shim, which takes a spider's whole
-	// process group down if the worker is killed outright; "" runs spiders
-	// directly (then only the spider itself, not its children, dies with
-	// a killed worker).
-	Shim           string
+	// Guard is the argv of the spider guardian (see RunGuard), which takes
+	// every spider's whole process group down if the worker is killed
+	// outright; empty runs none (then only each spider itself, not its
+	// children, dies with a killed worker). `scrapethis worker` uses
+	// "scrapethis spider-guard".
+	Guard          []string
 	ScrapyLogLevel string
 
 	TaskCheckInterval time.Duration // asynq's poll of an empty queue
@@ -106,6 +107,7 @@ type Worker struct {
 	metrics metricsAdapter
 
 	slots chan struct{} // one per live spider process
+	guard *guard
 
 	mu      sync.Mutex
 	running map[string]*run
@@ -160,6 +162,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("register worker: %w", err)
 	}
 	w.beat(nil)
+	g, err := startGuard(w.cfg.Guard)
+	if err != nil {
+		return err
+	}
+	w.guard = g
+	defer g.close()
 	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
 		Queues:                   map[string]int{tasks.Queue: 1},

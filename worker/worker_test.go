@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -28,25 +27,15 @@ import (
 // TestMain doubles as a standalone worker process for the fault tests:
 // with WORKER_CHILD_DSN set, the test binary runs a worker until killed.
 func TestMain(m *testing.M) {
+	// Checked first: a child worker's guard inherits WORKER_CHILD_DSN too.
+	if os.Getenv("WORKER_GUARD") == "1" {
+		os.Exit(worker.RunGuard(os.Stdin))
+	}
 	if dsn := os.Getenv("WORKER_CHILD_DSN"); dsn != "" {
 		os.Exit(childWorker(dsn))
 	}
-	dir, err := os.MkdirTemp("", "shim")
-	if err != nil {
-		panic(err)
-	}
-	shimPath = filepath.Join(dir, "scrapethis-shim")
-	if out, err := exec.Command("go", "build", "-o", shimPath, "../cmd/scrapethis-shim").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build shim: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := testenv.Main(m)
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.Main(m))
 }
-
-// shimPath is scrapethis-shim built for these tests.
-var shimPath string
 
 func childWorker(dsn string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -77,10 +66,8 @@ func testConfig(spiders string) worker.Config {
 	cfg.ControlPoll = 200 * time.Millisecond
 	cfg.Reconcile = 500 * time.Millisecond
 	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
-	cfg.Shim = os.Getenv("WORKER_CHILD_SHIM")
-	if shimPath != "" {
-		cfg.Shim = shimPath
-	}
+	// This test binary doubles as the spider guard (see TestMain).
+	cfg.Guard = []string{"/usr/bin/env", "WORKER_GUARD=1", os.Args[0]}
 	return cfg
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/scrapethis/scrapethis/worker"
 )
 
 const usage = `usage: scrapethis <command> [flags]
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdScheduler(ctx, getenv)
 	case "dev":
 		return cmdDev(ctx, getenv, stdout)
+	case "spider-guard": // started by workers; see worker.RunGuard
+		os.Exit(worker.RunGuard(os.Stdin))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
