@@ -25,11 +25,9 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func build(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, pkg := range []string{"scrapethis", "scrapethis-shim"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "../"+pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
-		}
+	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "scrapethis"), ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return filepath.Join(dir, "scrapethis")
 }
