@@ -79,9 +79,15 @@ func reason(s string) *string { return &s }
 func (r *run) execute() {
 	ctx := r.w.hardCtx
 	cfg := r.w.cfg
-	logSeq, err := retryValue(ctx, r.log, func() (int64, error) { return r.w.db.LogSeq(ctx, r.job.ID) })
-	if err != nil {
-		return
+	// A first attempt's log starts at 0; a re-run appends to the log of
+	// the attempts before it.
+	var logSeq int64
+	if r.job.Attempts > 1 {
+		var err error
+		logSeq, err = retryValue(ctx, r.log, func() (int64, error) { return r.w.db.LogSeq(ctx, r.job.ID) })
+		if err != nil {
+			return
+		}
 	}
 	logs := newBatcher(1000, cfg.LogFlush, logSeq, r.log, "log lines", func(ctx context.Context, first int64, b []string) error {
 		return r.w.db.AppendLogs(ctx, r.job.ID, first, b)
