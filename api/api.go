@@ -32,6 +32,9 @@ type Server struct {
 	CancelWait time.Duration
 	// LogPoll is how often a followed log is polled.
 	LogPoll time.Duration
+	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
+	// set them before calling Handler.
+	Ops Ops
 }
 
 // New returns the API server.
@@ -41,7 +44,7 @@ func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 
 // Handler returns the route table: every route of the API on one screen.
 func (s *Server) Handler() http.Handler {
-	r := httprouter.New()
+	r := routes{httprouter.New()}
 	r.RedirectTrailingSlash = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +74,14 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodGet, "/api/v1/spiders/:id", auth(s.getSpider))
 	r.Handler(http.MethodDelete, "/api/v1/spiders/:id", auth(s.deleteSpider))
 
-	return r
+	r.Handler(http.MethodGet, "/api/v1/schedules", auth(s.listSchedules))
+	r.Handler(http.MethodPost, "/api/v1/schedules", auth(s.createSchedule))
+	r.Handler(http.MethodGet, "/api/v1/schedules/:id", auth(s.getSchedule))
+	r.Handler(http.MethodPatch, "/api/v1/schedules/:id", auth(s.updateSchedule))
+	r.Handler(http.MethodDelete, "/api/v1/schedules/:id", auth(s.deleteSchedule))
+
+	s.opsRoutes(r)
+	return s.observe(r)
 }
 
 type ctxKey int
@@ -102,6 +112,7 @@ func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
 			s.internal(w, r, err)
 			return
 		}
+		noteUser(r.Context(), uid)
 		next(w, r.WithContext(context.WithValue(r.Context(), userKey, uid)))
 	})
 }

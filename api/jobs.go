@@ -153,6 +153,8 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	s.metrics().JobCreated()
+	s.log.Info("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid)
 	s.enqueue(ctx, job)
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": job.ID, "status": string(job.Status)})
 }

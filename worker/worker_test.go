@@ -91,7 +91,7 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	redisDSN := testenv.RedisDSN(t, testenv.RedisWorker)
+	redisDSN := testenv.FlushRedis(t, testenv.RedisWorker)
 	opt, _ := redis.ParseURL(redisDSN)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/schedule"
 	"github.com/scrapethis/scrapethis/tasks"
 	"github.com/scrapethis/scrapethis/worker"
 )
@@ -153,7 +155,14 @@ func cmdAPI(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer d.Close()
-	srv := api.New(d.db, tasks.NewQueuer(d.rdb), d.log)
+	queuer := tasks.NewQueuer(d.rdb)
+	srv := api.New(d.db, queuer, d.log)
+	ops, closeOps, err := apiOps(d, newMetrics(d), queuer)
+	if err != nil {
+		return err
+	}
+	defer closeOps()
+	srv.Ops = ops
 	return serveHTTP(ctx, d.log, d.cfg.HTTPAddr, srv.Handler())
 }
 
@@ -163,11 +172,35 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer d.Close()
-	return worker.New(d.cfg.Worker, d.db, d.rdb, d.log, nil).Run(ctx)
+	// A worker serves no API: only its metrics and probes, on their own
+	// address, never SCRAPETHIS_HTTP_ADDR.
+	m := newMetrics(d)
+	return serveWorkerOps(ctx, d, m, worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m).Run)
 }
 
+// cmdScheduler fires schedules until ctx ends. It serves no HTTP: run as
+// many as you like beside the API and workers, with the same environment.
 func cmdScheduler(ctx context.Context, getenv func(string) string) error {
-	return errors.New("the scheduler is not built yet")
+	d, err := connect(ctx, getenv, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return runScheduler(ctx, d, nil)
+}
+
+// runScheduler loads the static schedules file, if one is set (a bad file
+// refuses to start), then runs the scheduler loop until ctx ends,
+// reporting to m (nil for nothing).
+func runScheduler(ctx context.Context, d *deps, m schedule.Metrics) error {
+	if path := d.cfg.SchedulesFile; path != "" {
+		stored, err := schedule.LoadFile(ctx, d.db, path)
+		if err != nil {
+			return err
+		}
+		d.log.Info("static schedules loaded", "file", path, "count", len(stored))
+	}
+	return schedule.New(schedule.DefaultConfig(), d.db, tasks.NewQueuer(d.rdb), d.log, m).Run(ctx)
 }
 
 // serveHTTP serves h on addr until ctx ends, then shuts down gracefully.
@@ -226,4 +259,16 @@ func group(ctx context.Context, fns ...func(context.Context) error) error {
 		}
 	}
 	return first
+}
+
+// withGuard runs this binary's spider-guard beside the worker (see
+// worker.RunGuard), unless SCRAPETHIS_SPIDER_GUARD=off.
+func withGuard(c worker.Config) worker.Config {
+	if c.Guard != nil {
+		return c
+	}
+	if exe, err := os.Executable(); err == nil {
+		c.Guard = []string{exe, "spider-guard"}
+	}
+	return c
 }

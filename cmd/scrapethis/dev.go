@@ -60,7 +60,21 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 		}
 	}
 
-	srv := api.New(d.db, tasks.NewQueuer(d.rdb), d.log)
+	// Everything shares the one listener: the worker's metrics count on the
+	// API's /metrics, and no worker metrics server starts.
+	generated := d.cfg.AdminPassword == ""
+	if generated {
+		d.cfg.AdminPassword = adminPassword()
+	}
+	m := newMetrics(d)
+	queuer := tasks.NewQueuer(d.rdb)
+	srv := api.New(d.db, queuer, d.log)
+	ops, closeOps, err := apiOps(d, m, queuer)
+	if err != nil {
+		return err
+	}
+	defer closeOps()
+	srv.Ops = ops
 	mux := http.NewServeMux()
 	mux.Handle("/demo/", demosite.Handler("/demo"))
 	mux.Handle("/", srv.Handler())
@@ -77,10 +91,19 @@ then list jobs and read a job's items:
   curl -s -H 'Authorization: Bearer %[3]s' %[1]s/api/v1/jobs/JOB_ID/items
 
 `, base, demoEmail, key)
+	password := d.cfg.AdminPassword
+	if !generated {
+		password = "(from SCRAPETHIS_ADMIN_PASSWORD)"
+	}
+	fmt.Fprintf(stdout, `queue monitoring UI: %[1]s%[2]s/  user %[3]s, password %[4]s
+metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 
-	w := worker.New(d.cfg.Worker, d.db, d.rdb, d.log, nil)
+`, base, api.MonitoringPath, d.cfg.AdminUser, password)
+
+	w := worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m)
 	return group(ctx,
 		func(ctx context.Context) error { return serveListener(ctx, d.log, ln, mux) },
 		w.Run,
+		func(ctx context.Context) error { return runScheduler(ctx, d, m) },
 	)
 }

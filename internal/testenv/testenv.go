@@ -118,12 +118,37 @@ func DB(t testing.TB) *db.DB {
 	return store
 }
 
-// RedisDSN returns the URL of Redis database index, flushed for the test.
-// Give each test package its own index; tests sharing one must not run in
-// parallel.
+var (
+	flushMu sync.Mutex
+	flushed = map[int]bool{}
+)
+
+// RedisDSN returns the URL of Redis database index, flushed once per test
+// binary, so that tests of one package may run in parallel on it. Give each
+// test package its own index (the constants below).
 func RedisDSN(t testing.TB, index int) string {
 	t.Helper()
 	dsn := strings.TrimSuffix(RedisURL(), "/") + fmt.Sprintf("/%d", index)
+	flushMu.Lock()
+	defer flushMu.Unlock()
+	if !flushed[index] {
+		flushRedis(t, dsn)
+		flushed[index] = true
+	}
+	return dsn
+}
+
+// FlushRedis empties Redis database index now, for packages whose tests
+// run one at a time and want a clean queue each.
+func FlushRedis(t testing.TB, index int) string {
+	t.Helper()
+	dsn := RedisDSN(t, index)
+	flushRedis(t, dsn)
+	return dsn
+}
+
+func flushRedis(t testing.TB, dsn string) {
+	t.Helper()
 	opt, err := redis.ParseURL(dsn)
 	if err != nil {
 		t.Fatalf("TEST_REDIS_URL: %v", err)
@@ -133,10 +158,9 @@ func RedisDSN(t testing.TB, index int) string {
 	if err := c.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatalf("flush test Redis: %v", err)
 	}
-	return dsn
 }
 
-// Redis returns a client on Redis database index, flushed for the test.
+// Redis returns a client on Redis database index (see RedisDSN).
 func Redis(t testing.TB, index int) *redis.Client {
 	t.Helper()
 	opt, _ := redis.ParseURL(RedisDSN(t, index))

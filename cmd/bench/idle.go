@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// idleAPI measures what the API alone costs Redis while nothing happens.
+func (b *bench) idleAPI(ctx context.Context) error {
+	clients, _, err := monitorCounts(ctx, b.ropt, b.redisDB, b.sz.idle)
+	if err != nil {
+		return err
+	}
+	rate := float64(sum(clients)) / b.sz.idle.Seconds()
+	b.res.add("idle: Redis commands/s, API only", rate, "cmd/s", nil, false, nil, topCommands(clients, b.sz.idle, 4))
+	return nil
+}
+
+// idleWorker measures the cost of the worker's polling while it has no
+// job: the Redis commands its database index receives (MONITOR, so other
+// databases' traffic is left out), the server-wide INFO commandstats
+// delta, and the worker's own CPU.
+func (b *bench) idleWorker(ctx context.Context) error {
+	time.Sleep(200 * time.Millisecond) // let the start-up job's traffic end
+	calls0, err := commandCalls(ctx, b.rdb)
+	if err != nil {
+		return err
+	}
+	cpu0, err := procCPU(b.worker.pid())
+	if err != nil {
+		return err
+	}
+	rcpu0, _ := redisCPU(ctx, b.rdb)
+	start := time.Now()
+	clients, lua, err := monitorCounts(ctx, b.ropt, b.redisDB, b.sz.idle)
+	if err != nil {
+		return err
+	}
+	calls1, err := commandCalls(ctx, b.rdb)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	cpu1, _ := procCPU(b.worker.pid())
+	rcpu1, _ := redisCPU(ctx, b.rdb)
+
+	rate := float64(sum(clients)) / b.sz.idle.Seconds()
+	note := fmt.Sprintf("%s; inside Lua: %s", topCommands(clients, b.sz.idle, 4), topCommands(lua, b.sz.idle, 4))
+	b.res.add("idle: Redis commands/s, worker (its DB, MONITOR)", rate, "cmd/s", nil, false, nil, note)
+	// commandstats counts MONITOR's own INFO calls and every other client of the server.
+	wide := float64(calls1-calls0-1) / elapsed.Seconds()
+	b.res.add("idle: Redis commands/s, server-wide (commandstats)", wide, "cmd/s", nil, false, nil,
+		"all databases and clients of this Redis; other users of the server inflate it")
+	cpu := cpu1.sub(cpu0).self
+	b.workerIdleCPU = 100 * cpu.Seconds() / elapsed.Seconds()
+	b.res.add("idle: worker CPU", b.workerIdleCPU, "% of a core", nil, false, nil,
+		fmt.Sprintf("Redis server CPU while idle: %.1f%% of a core (server-wide)", 100*(rcpu1-rcpu0).Seconds()/elapsed.Seconds()))
+	return nil
+}

@@ -1,0 +1,179 @@
+// Package metrics is the operators' view of a process: Prometheus metrics
+// on a registry of its own, and the /healthz and /readyz probes. The API
+// server and the worker each hold one Metrics; `scrapethis dev` shares one
+// between them.
+package metrics
+
+import (
+	"database/sql"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics records what the API, the worker and the scheduler do. It
+// implements api.Metrics, worker.Metrics and schedule.Metrics; its methods
+// are safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+
+	jobsCreated    prometheus.Counter
+	jobsStarted    prometheus.Counter
+	jobsFinished   *prometheus.CounterVec
+	itemsStored    prometheus.Counter
+	cancelLatency  prometheus.Histogram
+	spidersRunning prometheus.Gauge
+	jobsReaped     prometheus.Counter
+
+	jobsScheduled prometheus.Counter
+	firesSkipped  prometheus.Counter
+	enqueueFailed prometheus.Counter
+}
+
+// New registers the platform's metrics, with the Go runtime's and the
+// process's, on reg.
+func New(reg *prometheus.Registry) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapethis_http_requests_total",
+			Help: "HTTP requests answered, by method, route pattern and status code.",
+		}, []string{"method", "route", "status"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "scrapethis_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by method and route pattern (followed log streams count their whole length).",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"method", "route"}),
+		jobsCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_created_total",
+			Help: "Jobs created through the API.",
+		}),
+		jobsStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_started_total",
+			Help: "Spider processes started (a job run again after a hand-back counts again).",
+		}),
+		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_finished_total",
+			Help: "Job runs ended, by the status stored: finished, error, cancelled, or pending when handed back to the queue.",
+		}, []string{"status"}),
+		itemsStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_items_stored_total",
+			Help: "Items written to Postgres.",
+		}),
+		cancelLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "scrapethis_job_cancel_latency_seconds",
+			Help:    "Time from a running job's cancel reaching the worker to its spider's process group being gone.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60},
+		}),
+		spidersRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "scrapethis_spider_processes_running",
+			Help: "Spider processes running now.",
+		}),
+		jobsReaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_reaped_total",
+			Help: "Running jobs ended because their worker stopped heartbeating.",
+		}),
+		jobsScheduled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_scheduled_total",
+			Help: "Jobs created by schedules.",
+		}),
+		firesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_schedule_fires_skipped_total",
+			Help: "Schedule fires skipped (missed while no scheduler ran, or coalesced).",
+		}),
+		enqueueFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_schedule_enqueue_failures_total",
+			Help: "Scheduled jobs committed but not handed to Redis at once (the reconciler enqueues them later).",
+		}),
+	}
+	// Every status from the start, so that rate() and alerts see a zero
+	// rather than no series; "pending" counts jobs handed back to the queue.
+	for _, s := range []string{"finished", "error", "cancelled", "pending"} {
+		m.jobsFinished.WithLabelValues(s)
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.requests, m.requestDuration,
+		m.jobsCreated, m.jobsStarted, m.jobsFinished, m.itemsStored,
+		m.cancelLatency, m.spidersRunning, m.jobsReaped,
+		m.jobsScheduled, m.firesSkipped, m.enqueueFailed,
+	)
+	return m
+}
+
+// CollectQueues adds asynq's queue metrics (asynq_queue_size,
+// asynq_queue_latency_seconds, asynq_tasks_processed_total, ...), read from
+// Redis at each scrape. These are what asynqmon's charts query; register
+// them on one kind of process only (the API), so that they are not scraped
+// twice.
+func (m *Metrics) CollectQueues(inspector *asynq.Inspector) error {
+	return m.reg.Register(asynqmetrics.NewQueueMetricsCollector(inspector))
+}
+
+// CollectDBStats adds the Postgres connection pool's statistics
+// (go_sql_*, labelled db_name="scrapethis").
+func (m *Metrics) CollectDBStats(db *sql.DB) error {
+	return m.reg.Register(collectors.NewDBStatsCollector(db, "scrapethis"))
+}
+
+// Handler serves the registry in Prometheus' exposition formats. A
+// collector that fails (Redis down for the queue metrics) leaves the rest
+// served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		Registry:            m.reg,
+		ErrorHandling:       promhttp.ContinueOnError,
+		Timeout:             10 * time.Second,
+		MaxRequestsInFlight: 4,
+	})
+}
+
+// RequestServed counts an HTTP request. route is the pattern it matched
+// ("/api/v1/jobs/:id"), never the raw path, so that ids do not become labels.
+func (m *Metrics) RequestServed(method, route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.requestDuration.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+// JobCreated counts a job created through the API.
+func (m *Metrics) JobCreated() { m.jobsCreated.Inc() }
+
+// SpiderStarted counts a spider process started.
+func (m *Metrics) SpiderStarted() {
+	m.jobsStarted.Inc()
+	m.spidersRunning.Inc()
+}
+
+// SpiderEnded counts a spider process gone.
+func (m *Metrics) SpiderEnded() { m.spidersRunning.Dec() }
+
+// ItemsStored counts items written.
+func (m *Metrics) ItemsStored(n int) { m.itemsStored.Add(float64(n)) }
+
+// Cancelled records how long a cancelled spider took to stop.
+func (m *Metrics) Cancelled(latency time.Duration) { m.cancelLatency.Observe(latency.Seconds()) }
+
+// JobFinished counts a job run ended with the status stored.
+func (m *Metrics) JobFinished(status string) { m.jobsFinished.WithLabelValues(status).Inc() }
+
+// JobsReaped counts jobs ended because their worker was lost.
+func (m *Metrics) JobsReaped(n int) { m.jobsReaped.Add(float64(n)) }
+
+// JobsScheduled counts jobs created by schedules.
+func (m *Metrics) JobsScheduled(n int) { m.jobsScheduled.Add(float64(n)) }
+
+// FiresSkipped counts schedule fires skipped.
+func (m *Metrics) FiresSkipped(n int) { m.firesSkipped.Add(float64(n)) }
+
+// EnqueueFailed counts a scheduled job not enqueued at once.
+func (m *Metrics) EnqueueFailed() { m.enqueueFailed.Inc() }
