@@ -166,7 +166,7 @@ func (s *Server) enqueue(ctx context.Context, job scrapethis.Job) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	if err := s.queuer.Enqueue(ctx, job); err != nil {
-		s.log.Warn("enqueue failed; the reconciler will retry", "job_id", job.ID, "err", err)
+		s.log.Warn("enqueue failed; the reconciler will retry", "job_id", job.ID, "spider", job.SpiderName, "user_id", job.UserID, "err", err)
 	}
 }
 
@@ -243,7 +243,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.log.Error("cancel failed", "job_id", jobParam(r), "err", err)
+		s.log.Error("cancel failed", "job_id", jobParam(r), "user_id", uid, "err", err)
 		writeError(w, errCancelFailed)
 		return
 	}
@@ -256,11 +256,11 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	case scrapethis.StatusCancelled:
 		if err := s.queuer.Withdraw(ctx, job.ID); err != nil {
-			s.log.Warn("withdraw task failed; the worker will skip the cancelled job", "job_id", job.ID, "err", err)
+			s.log.Warn("withdraw task failed; the worker will skip the cancelled job", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "err", err)
 		}
 	case scrapethis.StatusRunning:
 		if err := s.queuer.Cancel(ctx, job.ID); err != nil {
-			s.log.Warn("publish cancel failed; the worker will see it in Postgres", "job_id", job.ID, "err", err)
+			s.log.Warn("publish cancel failed; the worker will see it in Postgres", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "err", err)
 		}
 		s.awaitFinal(ctx, uid, job.ID)
 	}

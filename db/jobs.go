@@ -460,11 +460,19 @@ func (d *DB) RemoveWorker(ctx context.Context, workerID string) error {
 	return nil
 }
 
+// LostJob is a job reaped because its worker died.
+type LostJob struct {
+	ID     string `db:"id"`
+	UserID string `db:"user_id"`
+	Spider string `db:"spider"`
+	Status string `db:"status"`
+}
+
 // ReapLostJobs ends every running job whose worker has not beaten for
 // staleAfter: in error with reason "worker lost", or cancelled if a cancel
-// was requested. It returns the ids it ended.
-func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]string, error) {
-	var ids []string
+// was requested. It returns the jobs it ended.
+func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]LostJob, error) {
+	var ids []LostJob
 	err := d.SelectContext(ctx, &ids, `
 		UPDATE jobs j SET
 			status = CASE WHEN cancel_requested_at IS NULL THEN 'error' ELSE 'cancelled' END,
@@ -472,7 +480,7 @@ func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]stri
 			finished_at = now()
 		WHERE j.status = 'running' AND NOT EXISTS (
 			SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.heartbeat_at > now() - make_interval(secs => $1))
-		RETURNING j.id`, staleAfter.Seconds(), scrapethis.ReasonWorkerLost, scrapethis.ReasonCancelled)
+		RETURNING j.id, j.user_id, j.status, (SELECT name FROM spiders s WHERE s.id = j.spider_id) AS spider`, staleAfter.Seconds(), scrapethis.ReasonWorkerLost, scrapethis.ReasonCancelled)
 	if err != nil {
 		return nil, fmt.Errorf("reap lost jobs: %w", err)
 	}

@@ -107,7 +107,7 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ids, err := w.db.ReapLostJobs(rctx, w.cfg.LostAfter)
+		lost, err := w.db.ReapLostJobs(rctx, w.cfg.LostAfter)
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -115,10 +115,11 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			}
 			continue
 		}
-		if len(ids) > 0 {
-			w.metrics.m.JobsReaped(len(ids))
-			for _, id := range ids {
-				w.log.Warn("job's worker is gone; job ended", "job_id", id, "reason", "worker lost")
+		if len(lost) > 0 {
+			w.metrics.m.JobsReaped(len(lost))
+			for _, j := range lost {
+				w.log.Warn("job's worker is gone; job ended", "job_id", j.ID, "spider", j.Spider, "user_id", j.UserID,
+					"status", j.Status, "reason", "worker lost")
 			}
 		}
 	}

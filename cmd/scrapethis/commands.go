@@ -47,6 +47,9 @@ func connect(ctx context.Context, getenv func(string) string, withRedis bool) (*
 		return nil, err
 	}
 	d := &deps{cfg: cfg, log: cfg.Logger()}
+	// Libraries that log through the standard logger (asynq's collectors)
+	// then log as structured lines too.
+	slog.SetDefault(d.log)
 	d.db, err = db.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w (is Postgres running at DATABASE_URL, and has `scrapethis migrate` run?)", err)
