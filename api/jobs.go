@@ -141,6 +141,10 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if spiderID == "" {
+		if strings.IndexByte(spiderName, 0) >= 0 {
+			writeError(w, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found"))
+			return
+		}
 		sp, err := s.db.SpiderByName(ctx, uid, spiderName)
 		if err != nil {
 			s.fail(w, r, err)
@@ -182,8 +186,13 @@ func optString(raw json.RawMessage, field string) (string, error) {
 	return strings.TrimSpace(v), nil
 }
 
+// MaxArgumentDepth bounds how deeply argument values may nest.
+const MaxArgumentDepth = 32
+
 // ValidArguments checks that raw is absent, null or a JSON object whose keys
-// are identifiers, and returns it as an object.
+// are identifiers, and returns it re-encoded, so that what is stored is
+// plain UTF-8 JSON that Postgres accepts: no NUL characters, no lone
+// surrogates, nesting at most MaxArgumentDepth deep.
 func ValidArguments(raw json.RawMessage) (json.RawMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
@@ -192,16 +201,53 @@ func ValidArguments(raw json.RawMessage) (json.RawMessage, error) {
 	if raw[0] != '{' {
 		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
 		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
 	}
-	for k := range m {
+	for k, v := range m {
 		if !scrapethis.ValidArgumentKey(k) {
 			return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments key %q is not an identifier (letters, digits and _, not starting with a digit)", k)
 		}
+		if err := checkValue(v, 1); err != nil {
+			return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments.%s: %s", k, err.Error())
+		}
 	}
-	return raw, nil
+	out, err := json.Marshal(m)
+	if err != nil {
+		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
+	}
+	return out, nil
+}
+
+func checkValue(v any, depth int) error {
+	if depth > MaxArgumentDepth {
+		return fmt.Errorf("nested more than %d deep", MaxArgumentDepth)
+	}
+	switch x := v.(type) {
+	case string:
+		if strings.IndexByte(x, 0) >= 0 {
+			return fmt.Errorf("NUL characters are not allowed")
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkValue(e, depth+1); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if strings.IndexByte(k, 0) >= 0 {
+				return fmt.Errorf("NUL characters are not allowed")
+			}
+			if err := checkValue(e, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ValidTimeout reads an optional timeout_seconds.

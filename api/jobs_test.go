@@ -390,3 +390,26 @@ func TestReconcilerEnqueuesCommittedJobs(t *testing.T) {
 		t.Fatalf("archived task not replaced: %+v %v", info, err)
 	}
 }
+
+func TestArgumentsPostgresWouldRefuse(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.user("a@example.com")
+	b.spider(key, "s", "s.py")
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	for _, body := range []string{
+		`{"spider_name":"s","arguments":{"a":"nul \u0000 here"}}`,
+		`{"spider_name":"s","arguments":{"a":{"b\u0000":1}}}`,
+		`{"spider_name":"s","arguments":{"a":` + deep + `}}`,
+	} {
+		b.mustStatus(b.do("POST", "/api/v1/jobs", key, body), 400).errorMessage(t)
+	}
+	b.mustStatus(b.do("POST", "/api/v1/jobs", key, `{"spider_name":"nul\u0000"}`), 404)
+	// A lone surrogate is replaced, not a 500.
+	id := b.job(key, `{"spider_name":"s","arguments":{"a":"\ud800x","n":12345678901234567890}}`)
+	var job map[string]any
+	b.mustStatus(b.do("GET", "/api/v1/jobs/"+id, key, ""), 200).json(t, &job)
+	if job["arguments"].(map[string]any)["a"] != "\uFFFDx" {
+		t.Fatalf("arguments %v", job["arguments"])
+	}
+}

@@ -190,6 +190,9 @@ func translate(err error, notFound string) error {
 		return scrapethis.Errorf(scrapethis.ENotFound, "%s", notFound)
 	case errors.As(err, &pqErr) && pqErr.Code == "23505":
 		return scrapethis.Errorf(scrapethis.EConflict, "%s", pqErr.Detail)
+	case errors.As(err, &pqErr) && pqErr.Code.Class() == "22":
+		// A data exception is bad input that got past validation.
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid input: %s", pqErr.Message)
 	}
 	return err
 }
