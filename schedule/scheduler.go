@@ -28,8 +28,14 @@ func DefaultConfig() Config {
 
 // Metrics is what the scheduler reports; nil reports nothing.
 type Metrics interface {
+	// JobsScheduled counts jobs started by schedules (committed).
 	JobsScheduled(n int)
+	// FiresSkipped counts fires that started no job because no_overlap
+	// held them back. Fire times missed while no scheduler ran are not
+	// counted: the missed-fire policy coalesces them into one fire.
 	FiresSkipped(n int)
+	// EnqueueFailed counts committed jobs the scheduler could not hand to
+	// Redis; the workers' reconciler enqueues them.
 	EnqueueFailed()
 }
 
