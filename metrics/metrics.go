@@ -88,7 +88,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		}),
 		firesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scrapethis_schedule_fires_skipped_total",
-			Help: "Schedule fires skipped (missed while no scheduler ran, or coalesced).",
+			Help: "Schedule fires that started no job because the previous job was still pending or running (no_overlap).",
 		}),
 		enqueueFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "scrapethis_schedule_enqueue_failures_total",

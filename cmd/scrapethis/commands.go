@@ -181,15 +181,18 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	return serveWorkerOps(ctx, d, m, worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m).Run)
 }
 
-// cmdScheduler fires schedules until ctx ends. It serves no HTTP: run as
-// many as you like beside the API and workers, with the same environment.
+// cmdScheduler fires schedules until ctx ends. It serves only its metrics
+// and probes on SCRAPETHIS_SCHEDULER_METRICS_ADDR, never the API address:
+// run as many as you like beside the API and workers.
 func cmdScheduler(ctx context.Context, getenv func(string) string) error {
 	d, err := connect(ctx, getenv, true)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return runScheduler(ctx, d, nil)
+	m := newMetrics(d)
+	return serveOps(ctx, d, m, d.cfg.SchedulerMetricsAddr, "SCRAPETHIS_SCHEDULER_METRICS_ADDR",
+		func(ctx context.Context) error { return runScheduler(ctx, d, m) })
 }
 
 // runScheduler loads the static schedules file, if one is set (a bad file

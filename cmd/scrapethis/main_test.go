@@ -129,6 +129,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	os.WriteFile(filepath.Join(spiders, "hello.sh"), []byte("#!/bin/sh\necho '{\"hello\":\"world\"}'\necho 'said hello' >&2\n"), 0o755)
 	os.WriteFile(filepath.Join(spiders, "sleep.sh"), []byte("#!/bin/sh\nexec sleep 300\n"), 0o755)
 	addr := freeAddr(t)
+	schedMetrics := freeAddr(t)
 	dsn := testenv.DatabaseDSN(t)
 	// A database that does not exist yet: migrate creates it.
 	dsn = strings.Replace(dsn, "scrapethis_test_", "scrapethis_e2e_", 1)
@@ -138,7 +139,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		"SCRAPETHIS_HTTP_ADDR="+addr,
 		"SCRAPETHIS_SPIDERS_DIR="+spiders,
 		"SCRAPETHIS_WORKER_METRICS_ADDR="+freeAddr(t),
-		"SCRAPETHIS_SCHEDULER_METRICS_ADDR="+freeAddr(t),
+		"SCRAPETHIS_SCHEDULER_METRICS_ADDR="+schedMetrics,
 		"SCRAPETHIS_CANCEL_GRACE=1s",
 	))
 	t.Cleanup(func() { dropDB(dsn) })
@@ -160,6 +161,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 
 	e.start(t, bin, "api")
 	e.start(t, bin, "worker")
+	e.start(t, bin, "scheduler")
 	base := "http://" + addr
 	waitHTTP(t, base+"/api/v1/jobs")
 	alice := client{t, base, key}
@@ -231,6 +233,32 @@ func TestBinaryEndToEnd(t *testing.T) {
 	json.Unmarshal(data, &list)
 	if len(list) != 2 || list[0]["id"] != run || list[1]["id"] != jobID {
 		t.Fatalf("list %s", data)
+	}
+
+	// A schedule started by the separate scheduler process carries its id.
+	sched := alice.expect("POST", "/api/v1/schedules", `{"spider_name":"hello","cron":"@every 1s"}`, 201)["id"].(string)
+	for i := 0; ; i++ {
+		_, data := alice.do("GET", "/api/v1/jobs?limit=1", "")
+		var rows []map[string]any
+		json.Unmarshal(data, &rows)
+		if len(rows) == 1 && rows[0]["schedule_id"] == sched {
+			break
+		}
+		if i > 1500 {
+			t.Fatal("the scheduler started no job")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	alice.expect("DELETE", "/api/v1/schedules/"+sched, "", 200)
+	waitHTTP(t, "http://"+schedMetrics+"/metrics")
+	if res, err := http.Get("http://" + schedMetrics + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(body), "scrapethis_jobs_scheduled_total") {
+			t.Fatalf("scheduler metrics lack scrapethis_jobs_scheduled_total")
+		}
 	}
 
 	// A revoked key stops working at once.

@@ -61,20 +61,25 @@ func apiOps(d *deps, m *metrics.Metrics, queuer *tasks.Queuer) (api.Ops, func(),
 // SCRAPETHIS_WORKER_METRICS_ADDR ("off" for none) while run runs, and
 // keeps them up until run returns, so that probes answer during a drain.
 func serveWorkerOps(ctx context.Context, d *deps, m *metrics.Metrics, run func(context.Context) error) error {
-	addr := d.cfg.WorkerMetricsAddr
+	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR", run)
+}
+
+// serveOps serves /metrics, /healthz and /readyz on addr (from the variable
+// named env; "off" for none) while run runs, and a little past its end.
+func serveOps(ctx context.Context, d *deps, m *metrics.Metrics, addr, env string, run func(context.Context) error) error {
 	if strings.EqualFold(addr, "off") {
 		return run(ctx)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s (SCRAPETHIS_WORKER_METRICS_ADDR; \"off\" for none): %w", addr, err)
+		return fmt.Errorf("listen on %s (%s; \"off\" for none): %w", addr, env, err)
 	}
 	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := serveListener(sctx, d.log, ln, metrics.Ops(m, d.db, d.rdb)); err != nil {
-			d.log.Error("worker metrics server stopped", "err", err)
+			d.log.Error("metrics server stopped", "addr", addr, "err", err)
 		}
 	}()
 	err = run(ctx)
