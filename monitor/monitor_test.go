@@ -42,7 +42,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	store := testenv.DB(t)
-	dsn := testenv.RedisDSN(t, testenv.RedisMonitor)
+	dsn := testenv.FlushRedis(t, testenv.RedisMonitor) // tests here count the queue: one at a time, flushed each
 	opt, _ := redis.ParseURL(dsn)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
