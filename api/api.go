@@ -14,6 +14,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/batch"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/tasks"
 )
@@ -23,9 +24,11 @@ const MaxBodyBytes = 1 << 20
 
 // Server holds the API's dependencies.
 type Server struct {
-	db     *db.DB
-	queuer *tasks.Queuer
-	log    *slog.Logger
+	db      *db.DB
+	queuer  *tasks.Queuer
+	auths   *batch.Batcher[string, string]
+	creates *batch.Batcher[scrapethis.NewJob, scrapethis.Job]
+	log     *slog.Logger
 
 	// CancelWait is how long DELETE of a running job waits for the worker
 	// to stop the spider before answering; the cancel is durable either way.
@@ -38,8 +41,44 @@ type Server struct {
 }
 
 // New returns the API server.
+// Call Close when done with it.
 func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
-	return &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond}
+	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond}
+	// Concurrent key lookups and job inserts share round trips and commits.
+	ctx := context.Background()
+	s.auths = batch.New(ctx, 2, 128, func(ctx context.Context, keys []string) ([]batch.Result[string], error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		users, err := store.UsersByKeys(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]batch.Result[string], len(users))
+		for i, u := range users {
+			out[i].Value = u
+		}
+		return out, nil
+	})
+	s.creates = batch.New(ctx, 2, 128, func(ctx context.Context, jobs []scrapethis.NewJob) ([]batch.Result[scrapethis.Job], error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		created, errs, err := store.CreateJobs(ctx, jobs)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]batch.Result[scrapethis.Job], len(created))
+		for i := range created {
+			out[i] = batch.Result[scrapethis.Job]{Value: created[i], Err: errs[i]}
+		}
+		return out, nil
+	})
+	return s
+}
+
+// Close stops the server's batchers; in-flight requests finish first.
+func (s *Server) Close() {
+	s.auths.Close()
+	s.creates.Close()
 }
 
 // Handler returns the route table: every route of the API on one screen.
@@ -103,8 +142,8 @@ func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
 			writeError(w, errUnauthorized)
 			return
 		}
-		uid, err := s.db.UserByKey(r.Context(), key)
-		if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
+		uid, err := s.auths.Do(r.Context(), key)
+		if err == nil && uid == "" {
 			writeError(w, errUnauthorized)
 			return
 		}

@@ -34,7 +34,9 @@ func setup(t *testing.T) *bundle {
 	rdb := testenv.Redis(t, testenv.RedisAPI)
 	q := tasks.NewQueuer(rdb)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(api.New(store, q, log).Handler())
+	apiSrv := api.New(store, q, log)
+	t.Cleanup(apiSrv.Close)
+	srv := httptest.NewServer(apiSrv.Handler())
 	t.Cleanup(srv.Close)
 	return &bundle{t: t, db: store, queuer: q, url: srv.URL}
 }

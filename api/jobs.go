@@ -152,13 +152,13 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 		}
 		spiderID = sp.ID
 	}
-	job, err := s.db.CreateJob(ctx, scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: args, TimeoutSeconds: timeout})
+	job, err := s.creates.Do(ctx, scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: args, TimeoutSeconds: timeout})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.metrics().JobCreated()
-	s.log.Info("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid)
+	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid)
 	s.enqueue(ctx, job)
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": job.ID, "status": string(job.Status)})
 }

@@ -324,28 +324,54 @@ func (d *DB) JobControls(ctx context.Context, ids []string) ([]JobControl, error
 // reaped or finished elsewhere): stop its spider.
 var ErrNotOwner = errors.New("job is no longer running on this worker")
 
+// copyMin is the batch size from which COPY beats one multi-row INSERT.
+const copyMin = 256
+
 // AppendItems stores a batch of items of the worker's running job, numbered
-// from firstSeq, with COPY, and adds them to items_scraped in the same
-// transaction. Retrying a batch whose commit did succeed is harmless.
+// from firstSeq, and adds them to items_scraped in the same transaction: a
+// small batch in one statement, a large one with COPY. Retrying a batch
+// whose commit did succeed is harmless.
 func (d *DB) AppendItems(ctx context.Context, jobID, workerID string, firstSeq int64, items []string) error {
 	if len(items) == 0 {
 		return nil
 	}
-	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE jobs SET items_scraped = items_scraped + $3
-			WHERE id = $1 AND worker_id = $2 AND status = 'running'`, jobID, workerID, len(items))
-		if err != nil {
-			return fmt.Errorf("count items: %w", err)
+	var err error
+	if len(items) < copyMin {
+		var res sql.Result
+		res, err = d.ExecContext(ctx, `
+			WITH up AS (
+				UPDATE jobs SET items_scraped = items_scraped + $4
+				WHERE id = $1 AND worker_id = $2 AND status = 'running'
+				RETURNING id
+			)
+			INSERT INTO job_items (job_id, seq, data)
+			SELECT up.id, $3 + t.i - 1, t.d::json FROM up, unnest($5::text[]) WITH ORDINALITY AS t(d, i)`,
+			jobID, workerID, firstSeq, len(items), pq.Array(items))
+		if err == nil {
+			if n, _ := res.RowsAffected(); n == 0 {
+				return ErrNotOwner
+			}
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotOwner
-		}
-		return copyRows(ctx, tx, "job_items", []string{"job_id", "seq", "data"}, len(items), func(i int) []any {
-			return []any{jobID, firstSeq + int64(i), items[i]}
+	} else {
+		err = d.inTx(ctx, func(tx *sqlx.Tx) error {
+			res, err := tx.ExecContext(ctx, `UPDATE jobs SET items_scraped = items_scraped + $3
+				WHERE id = $1 AND worker_id = $2 AND status = 'running'`, jobID, workerID, len(items))
+			if err != nil {
+				return fmt.Errorf("count items: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return ErrNotOwner
+			}
+			return copyRows(ctx, tx, "job_items", []string{"job_id", "seq", "data"}, len(items), func(i int) []any {
+				return []any{jobID, firstSeq + int64(i), items[i]}
+			})
 		})
-	})
+	}
 	if isUniqueViolation(err) {
 		return nil // this batch was committed by an earlier try
+	}
+	if err != nil && !errors.Is(err, ErrNotOwner) {
+		return fmt.Errorf("store items: %w", err)
 	}
 	return err
 }
@@ -355,15 +381,25 @@ func (d *DB) AppendLogs(ctx context.Context, jobID string, firstSeq int64, lines
 	if len(lines) == 0 {
 		return nil
 	}
-	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
-		return copyRows(ctx, tx, "job_logs", []string{"job_id", "seq", "line"}, len(lines), func(i int) []any {
-			return []any{jobID, firstSeq + int64(i), lines[i]}
+	var err error
+	if len(lines) < copyMin {
+		_, err = d.ExecContext(ctx, `INSERT INTO job_logs (job_id, seq, line)
+			SELECT $1, $2 + t.i - 1, t.l FROM unnest($3::text[]) WITH ORDINALITY AS t(l, i)`,
+			jobID, firstSeq, pq.Array(lines))
+	} else {
+		err = d.inTx(ctx, func(tx *sqlx.Tx) error {
+			return copyRows(ctx, tx, "job_logs", []string{"job_id", "seq", "line"}, len(lines), func(i int) []any {
+				return []any{jobID, firstSeq + int64(i), lines[i]}
+			})
 		})
-	})
+	}
 	if isUniqueViolation(err) {
 		return nil
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("store log lines: %w", err)
+	}
+	return nil
 }
 
 // LogSeq returns the next free log sequence number of a job, so that a

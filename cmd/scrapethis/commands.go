@@ -160,6 +160,7 @@ func cmdAPI(ctx context.Context, getenv func(string) string) error {
 	defer d.Close()
 	queuer := tasks.NewQueuer(d.rdb)
 	srv := api.New(d.db, queuer, d.log)
+	defer srv.Close()
 	ops, closeOps, err := apiOps(d, newMetrics(d), queuer)
 	if err != nil {
 		return err

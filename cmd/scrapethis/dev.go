@@ -69,6 +69,7 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 	m := newMetrics(d)
 	queuer := tasks.NewQueuer(d.rdb)
 	srv := api.New(d.db, queuer, d.log)
+	defer srv.Close()
 	ops, closeOps, err := apiOps(d, m, queuer)
 	if err != nil {
 		return err
