@@ -103,4 +103,3 @@ func (d *DB) UsersByKeys(ctx context.Context, keys []string) ([]string, error) {
 	}
 	return out, nil
 }
-
