@@ -2,16 +2,14 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 BIN := bin/scrapethis
-GO_FILES := $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 .PHONY: help run test build lint bench bench-quick services migrate clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(BIN): $(GO_FILES)
+build: ## build bin/scrapethis (always asks go build: its cache knows better than file dates)
 	go build -o $(BIN) ./cmd/scrapethis
-
 
 services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
 	@scripts/services.sh
