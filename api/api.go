@@ -28,6 +28,7 @@ type Server struct {
 	queuer  *tasks.Queuer
 	auths   *batch.Batcher[string, string]
 	creates *batch.Batcher[scrapethis.NewJob, scrapethis.Job]
+	keys    *keyCache
 	log     *slog.Logger
 
 	// CancelWait is how long DELETE of a running job waits for the worker
@@ -43,7 +44,8 @@ type Server struct {
 // New returns the API server.
 // Call Close when done with it.
 func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
-	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond}
+	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond,
+		keys: newKeyCache(time.Minute)}
 	// Concurrent key lookups and job inserts share round trips and commits.
 	ctx := context.Background()
 	s.auths = batch.New(ctx, 2, 128, func(ctx context.Context, keys []string) ([]batch.Result[string], error) {
@@ -74,6 +76,17 @@ func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 	})
 	return s
 }
+
+// CacheKeys caches key lookups while a watch on key revocations, on its own
+// connection to dsn, is live; it runs until ctx ends. Without it every
+// request looks its key up.
+func (s *Server) CacheKeys(ctx context.Context, dsn string) error {
+	defer s.keys.setLive(false)
+	return db.WatchKeys(ctx, dsn, s.keys.clear, s.keys.setLive)
+}
+
+// KeyCacheLive reports whether key lookups are being cached now.
+func (s *Server) KeyCacheLive() bool { return s.keys.isLive() }
 
 // Close stops the server's batchers; in-flight requests finish first.
 func (s *Server) Close() {
@@ -142,7 +155,14 @@ func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
 			writeError(w, errUnauthorized)
 			return
 		}
-		uid, err := s.auths.Do(r.Context(), key)
+		uid, gen, cached := s.keys.get(key)
+		var err error
+		if !cached {
+			uid, err = s.auths.Do(r.Context(), key)
+			if err == nil && uid != "" {
+				s.keys.put(key, uid, gen)
+			}
+		}
 		if err == nil && uid == "" {
 			writeError(w, errUnauthorized)
 			return

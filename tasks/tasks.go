@@ -68,11 +68,26 @@ type Queuer struct {
 	rdb       redis.UniversalClient
 	client    *asynq.Client
 	inspector *asynq.Inspector
+	pipe      *autoPipeline
 }
 
 // NewQueuer uses the Redis client for both enqueueing and inspecting.
 func NewQueuer(rdb redis.UniversalClient) *Queuer {
 	return &Queuer{rdb: rdb, client: asynq.NewClientFromRedisClient(rdb), inspector: asynq.NewInspectorFromRedisClient(rdb)}
+}
+
+// NewPipelinedQueuer is NewQueuer for busy enqueuers (the API): enqueues
+// made at the same time share one Redis round trip. Close it when done.
+func NewPipelinedQueuer(rdb redis.UniversalClient) *Queuer {
+	p := newAutoPipeline(rdb)
+	return &Queuer{rdb: rdb, client: asynq.NewClientFromRedisClient(p), inspector: asynq.NewInspectorFromRedisClient(rdb), pipe: p}
+}
+
+// Close stops a pipelined queuer's batching; the Redis client stays open.
+func (q *Queuer) Close() {
+	if q.pipe != nil {
+		q.pipe.close()
+	}
 }
 
 // Inspector exposes asynq's inspector for those that need more.

@@ -158,9 +158,11 @@ func cmdAPI(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer d.Close()
-	queuer := tasks.NewQueuer(d.rdb)
+	queuer := tasks.NewPipelinedQueuer(d.rdb)
+	defer queuer.Close()
 	srv := api.New(d.db, queuer, d.log)
 	defer srv.Close()
+	cacheKeys(ctx, d, srv)
 	ops, closeOps, err := apiOps(d, newMetrics(d), queuer)
 	if err != nil {
 		return err
@@ -278,4 +280,15 @@ func withGuard(c worker.Config) worker.Config {
 		c.Guard = []string{exe, "spider-guard"}
 	}
 	return c
+}
+
+// cacheKeys lets the API cache key lookups, kept exact by a watch on key
+// revocations, until ctx ends; if the watch fails, every request looks its
+// key up.
+func cacheKeys(ctx context.Context, d *deps, srv *api.Server) {
+	go func() {
+		if err := srv.CacheKeys(ctx, d.cfg.DatabaseURL); err != nil && ctx.Err() == nil {
+			d.log.Warn("API key cache off", "err", err)
+		}
+	}()
 }

@@ -67,9 +67,11 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 		d.cfg.AdminPassword = adminPassword()
 	}
 	m := newMetrics(d)
-	queuer := tasks.NewQueuer(d.rdb)
+	queuer := tasks.NewPipelinedQueuer(d.rdb)
+	defer queuer.Close()
 	srv := api.New(d.db, queuer, d.log)
 	defer srv.Close()
+	cacheKeys(ctx, d, srv)
 	ops, closeOps, err := apiOps(d, m, queuer)
 	if err != nil {
 		return err
