@@ -116,18 +116,9 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	uid := userID(ctx)
-	spiderID, err := optString(req.SpiderID, "spider_id")
+	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
 	if err != nil {
 		writeError(w, err)
-		return
-	}
-	spiderName, err := optString(req.SpiderName, "spider_name")
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if spiderID == "" && spiderName == "" {
-		writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Missing spider_id or spider_name"))
 		return
 	}
 	args, err := ValidArguments(req.Arguments)
@@ -141,11 +132,7 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if spiderID == "" {
-		if strings.IndexByte(spiderName, 0) >= 0 {
-			writeError(w, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found"))
-			return
-		}
-		sp, err := s.db.SpiderByName(ctx, uid, spiderName)
+		sp, err := s.spiderByIDOrName(ctx, uid, "", spiderName)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -172,6 +159,33 @@ func (s *Server) enqueue(ctx context.Context, job scrapethis.Job) {
 	if err := s.queuer.Enqueue(ctx, job); err != nil {
 		s.log.Warn("enqueue failed; the reconciler will retry", "job_id", job.ID, "spider", job.SpiderName, "user_id", job.UserID, "err", err)
 	}
+}
+
+// spiderFields reads the spider_id / spider_name pair of a request body;
+// one of them must be there.
+func spiderFields(idRaw, nameRaw json.RawMessage) (id, name string, err error) {
+	if id, err = optString(idRaw, "spider_id"); err != nil {
+		return "", "", err
+	}
+	if name, err = optString(nameRaw, "spider_name"); err != nil {
+		return "", "", err
+	}
+	if id == "" && name == "" {
+		return "", "", scrapethis.Errorf(scrapethis.EInvalid, "Missing spider_id or spider_name")
+	}
+	return id, name, nil
+}
+
+// spiderByIDOrName returns the user's live spider with the id, or else
+// with the name.
+func (s *Server) spiderByIDOrName(ctx context.Context, uid, id, name string) (scrapethis.Spider, error) {
+	if id != "" {
+		return s.db.Spider(ctx, uid, id)
+	}
+	if strings.IndexByte(name, 0) >= 0 { // no such name, and Postgres would refuse it
+		return scrapethis.Spider{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+	}
+	return s.db.SpiderByName(ctx, uid, name)
 }
 
 // optString reads an optional string field: absent or null is "".

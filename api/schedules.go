@@ -61,14 +61,9 @@ func toScheduleJSON(sc scrapethis.Schedule, sp scrapethis.Spider) scheduleJSON {
 var errScheduleNotFound = scrapethis.Errorf(scrapethis.ENotFound, "Schedule not found")
 
 type createScheduleRequest struct {
-	SpiderID       json.RawMessage `json:"spider_id"`
-	SpiderName     json.RawMessage `json:"spider_name"`
-	Cron           json.RawMessage `json:"cron"`
-	Timezone       json.RawMessage `json:"timezone"`
-	Arguments      json.RawMessage `json:"arguments"`
-	Enabled        json.RawMessage `json:"enabled"`
-	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
-	NoOverlap      json.RawMessage `json:"no_overlap"`
+	SpiderID   json.RawMessage `json:"spider_id"`
+	SpiderName json.RawMessage `json:"spider_name"`
+	patchScheduleRequest
 }
 
 func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
@@ -79,18 +74,9 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	uid := userID(ctx)
-	spiderID, err := optString(req.SpiderID, "spider_id")
+	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
 	if err != nil {
 		writeError(w, err)
-		return
-	}
-	spiderName, err := optString(req.SpiderName, "spider_name")
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if spiderID == "" && spiderName == "" {
-		writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Missing spider_id or spider_name"))
 		return
 	}
 	cronSpec, err := optString(req.Cron, "cron")
@@ -128,12 +114,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var sp scrapethis.Spider
-	if spiderID != "" {
-		sp, err = s.db.Spider(ctx, uid, spiderID)
-	} else {
-		sp, err = s.db.SpiderByName(ctx, uid, spiderName)
-	}
+	sp, err := s.spiderByIDOrName(ctx, uid, spiderID, spiderName)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -212,6 +193,7 @@ func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status in
 	writeJSON(w, status, toScheduleJSON(sc, sp))
 }
 
+// patchScheduleRequest is the fields PATCH may change; POST takes them too.
 type patchScheduleRequest struct {
 	Cron           json.RawMessage `json:"cron"`
 	Timezone       json.RawMessage `json:"timezone"`
