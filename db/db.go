@@ -46,24 +46,34 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	return &DB{x}, nil
 }
 
-// CreateDatabase creates the database named in dsn if it does not exist,
-// connecting to the server's "postgres" database to do so.
-func CreateDatabase(ctx context.Context, dsn string) error {
+// adminConn opens a connection to the server's "postgres" database and
+// returns it with the database name that dsn names.
+func adminConn(dsn string) (*sql.DB, string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil || u.Scheme == "" {
-		return fmt.Errorf("DATABASE_URL must be a postgres:// URL")
+		return nil, "", fmt.Errorf("DATABASE_URL must be a postgres:// URL")
 	}
 	name := strings.TrimPrefix(u.Path, "/")
-	if name == "" {
-		return nil
-	}
 	admin := *u
 	admin.Path = "/postgres"
 	x, err := sql.Open("postgres", admin.String())
 	if err != nil {
-		return fmt.Errorf("open admin connection: %w", err)
+		return nil, "", fmt.Errorf("open admin connection: %w", err)
+	}
+	return x, name, nil
+}
+
+// CreateDatabase creates the database named in dsn if it does not exist,
+// connecting to the server's "postgres" database to do so.
+func CreateDatabase(ctx context.Context, dsn string) error {
+	x, name, err := adminConn(dsn)
+	if err != nil {
+		return err
 	}
 	defer x.Close()
+	if name == "" {
+		return nil
+	}
 	var exists bool
 	if err := x.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
 		return fmt.Errorf("look up database %q: %w", name, err)
@@ -85,16 +95,9 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 
 // DropDatabase drops the database named in dsn; tests use it to clean up.
 func DropDatabase(ctx context.Context, dsn string) error {
-	u, err := url.Parse(dsn)
+	x, name, err := adminConn(dsn)
 	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
-	}
-	name := strings.TrimPrefix(u.Path, "/")
-	admin := *u
-	admin.Path = "/postgres"
-	x, err := sql.Open("postgres", admin.String())
-	if err != nil {
-		return fmt.Errorf("open admin connection: %w", err)
+		return err
 	}
 	defer x.Close()
 	if _, err := x.ExecContext(ctx, "DROP DATABASE IF EXISTS "+pq.QuoteIdentifier(name)+" WITH (FORCE)"); err != nil {
