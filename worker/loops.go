@@ -11,14 +11,7 @@ import (
 // heartbeatLoop tells Postgres this worker is alive.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
 	host, _ := os.Hostname()
-	t := time.NewTicker(w.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, w.cfg.Heartbeat, func() {
 		bctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
 		err := w.db.Heartbeat(bctx, w.id, host, os.Getpid(), w.cfg.Concurrency)
 		cancel()
@@ -26,6 +19,20 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("heartbeat failed", "err", err)
 		}
+	})
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
 	}
 }
 
@@ -53,14 +60,7 @@ func (w *Worker) healthy() bool {
 // asynq's channel did not deliver is seen here within one poll, and a job
 // that is no longer ours (reaped after an outage) has its spider stopped.
 func (w *Worker) controlLoop(ctx context.Context) {
-	t := time.NewTicker(w.cfg.ControlPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, w.cfg.ControlPoll, func() {
 		w.mu.Lock()
 		ids := make([]string, 0, len(w.running))
 		for id := range w.running {
@@ -68,13 +68,13 @@ func (w *Worker) controlLoop(ctx context.Context) {
 		}
 		w.mu.Unlock()
 		if len(ids) == 0 {
-			continue
+			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		controls, err := w.db.JobControls(cctx, ids)
 		cancel()
 		if err != nil {
-			continue
+			return
 		}
 		for _, c := range controls {
 			w.mu.Lock()
@@ -88,23 +88,15 @@ func (w *Worker) controlLoop(ctx context.Context) {
 				r.requestStop(stopCancel)
 			}
 		}
-	}
+	})
 }
 
 // reapLoop ends jobs whose worker died (see db.ReapLostJobs). Every worker
 // runs it; the UPDATE is idempotent.
 func (w *Worker) reapLoop(ctx context.Context) {
-	every := max(w.cfg.LostAfter/3, 100*time.Millisecond)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, max(w.cfg.LostAfter/3, 100*time.Millisecond), func() {
 		if !w.healthy() {
-			continue
+			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		lost, err := w.db.ReapLostJobs(rctx, w.cfg.LostAfter)
@@ -113,7 +105,7 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			if ctx.Err() == nil {
 				w.log.Warn("reaping lost jobs failed", "err", err)
 			}
-			continue
+			return
 		}
 		if len(lost) > 0 {
 			w.metrics.m.JobsReaped(len(lost))
@@ -122,7 +114,7 @@ func (w *Worker) reapLoop(ctx context.Context) {
 					"status", j.Status, "reason", "worker lost")
 			}
 		}
-	}
+	})
 }
 
 // asynqLogger sends asynq's logs to slog.
