@@ -373,7 +373,7 @@ func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome) error {
 			SELECT $1, sc.user_id, sc.spider_id, sc.arguments, sc.timeout_seconds, sc.id, $3
 			FROM schedules sc JOIN spiders s ON s.id = sc.spider_id AND s.deleted_at IS NULL
 			WHERE sc.id = $2
-			ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
+			ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
 			RETURNING *
 		)
 		SELECT `+jobColumns+` FROM j JOIN spiders s ON s.id = j.spider_id`, id.String(), sc.ID, o.Fire.At)
