@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -15,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -72,6 +68,9 @@ func (b *bench) say(format string, args ...any) {
 }
 
 func (b *bench) setup(ctx context.Context) error {
+	if err := b.checkTargets(); err != nil {
+		return err
+	}
 	var err error
 	b.dir, err = os.MkdirTemp("", "scrapethis-bench-")
 	if err != nil {
@@ -149,6 +148,26 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.meta(ctx)
 	return b.startAPI(ctx)
+}
+
+// checkTargets refuses a database or Redis index that may hold data worth
+// keeping, since the bench drops the one and flushes the other.
+func (b *bench) checkTargets() error {
+	u, err := url.Parse(b.opt.databaseURL)
+	if err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	if name := strings.TrimPrefix(u.Path, "/"); !strings.Contains(name, "bench") {
+		return fmt.Errorf("refusing to drop database %q: the bench's database name must contain \"bench\"", name)
+	}
+	opt, err := redis.ParseURL(b.opt.redisURL)
+	if err != nil {
+		return fmt.Errorf("redis url: %w", err)
+	}
+	if opt.DB == 0 {
+		return fmt.Errorf("refusing to flush Redis database 0 (`make run` uses it): give the bench its own, such as /8")
+	}
+	return nil
 }
 
 // build makes sure bin/scrapethis exists (make bench builds it first) and
@@ -317,210 +336,6 @@ func (b *bench) close() {
 			fmt.Fprintf(b.progress, "kept %s (spiders, api.log, worker.log)\n", b.dir)
 		} else {
 			os.RemoveAll(b.dir)
-		}
-	}
-}
-
-// child is the API or the worker, run from the real binary.
-type child struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-func (b *bench) startChild(name string, args ...string) (*child, error) {
-	logPath := filepath.Join(b.dir, name+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(b.bin, args...)
-	cmd.Env = b.env
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Own process group for clean signalling; and it dies with the bench.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		logf.Close()
-		close(c.done)
-	}()
-	return c, nil
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-func (c *child) exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop asks the child to shut down gracefully, then kills it.
-func (c *child) stop(grace time.Duration) {
-	if c == nil || c.exited() {
-		return
-	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(grace):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
-}
-
-// tail is the end of the child's log, for error messages.
-func (c *child) tail() string {
-	b, _ := os.ReadFile(c.logPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-func (b *bench) stopChildren() {
-	// The worker first: it hands back or finishes what it runs.
-	b.worker.stop(30 * time.Second)
-	b.api.stop(15 * time.Second)
-}
-
-func (b *bench) startAPI(ctx context.Context) error {
-	var err error
-	if b.api, err = b.startChild("api", "api"); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, _, err := b.client.do(ctx, http.MethodGet, "/api/v1/jobs?limit=1", nil)
-		if err == nil && st == http.StatusOK {
-			b.say("API up on %s (pid %d)", b.client.base, b.api.pid())
-			return nil
-		}
-		if b.api.exited() || time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the API did not come up (status %d, %v); its log:\n%s", st, err, b.api.tail())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// startWorker runs the worker and waits until it has run a job.
-func (b *bench) startWorker(ctx context.Context) error {
-	var err error
-	if b.worker, err = b.startChild("worker", "worker"); err != nil {
-		return fmt.Errorf("%w: %w", errFatal, err)
-	}
-	id, err := b.postJob(ctx, "noop", nil)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errFatal, err)
-	}
-	if _, err := b.waitFinal(ctx, id, 20*time.Second); err != nil {
-		return fmt.Errorf("%w: the worker did not run a job: %w; its log:\n%s", errFatal, err, b.worker.tail())
-	}
-	b.say("worker up (pid %d, concurrency %d)", b.worker.pid(), b.concurrency)
-	return nil
-}
-
-// apiClient talks to the API as a client does.
-type apiClient struct {
-	base string
-	auth string
-	hc   *http.Client
-}
-
-func newAPIClient(base, key string) *apiClient {
-	tr := &http.Transport{
-		Proxy:               nil,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     time.Minute,
-	}
-	return &apiClient{base: base, auth: "Bearer " + key, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
-}
-
-func (c *apiClient) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-	return c.doKey(ctx, c.auth, method, path, body)
-}
-
-func (c *apiClient) doKey(ctx context.Context, auth, method, path string, body []byte) (int, []byte, error) {
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", auth)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, err
-}
-
-// jobBody is a POST /api/v1/jobs body for one of the bench's spiders.
-func (b *bench) jobBody(spider string, args map[string]string) []byte {
-	body, _ := json.Marshal(map[string]any{"spider_id": b.spiders[spider], "arguments": args})
-	return body
-}
-
-// postJob starts a job over the API and returns its id.
-func (b *bench) postJob(ctx context.Context, spider string, args map[string]string) (string, error) {
-	return b.post(ctx, b.jobBody(spider, args))
-}
-
-func (b *bench) post(ctx context.Context, body []byte) (string, error) {
-	st, out, err := b.client.do(ctx, http.MethodPost, "/api/v1/jobs", body)
-	if err != nil {
-		return "", err
-	}
-	if st != http.StatusOK {
-		return "", fmt.Errorf("POST /api/v1/jobs: %d %s", st, bytes.TrimSpace(out))
-	}
-	var resp struct {
-		JobID string `json:"jobId"`
-	}
-	if err := json.Unmarshal(out, &resp); err != nil || resp.JobID == "" {
-		return "", fmt.Errorf("POST /api/v1/jobs: unexpected body %s", out)
-	}
-	return resp.JobID, nil
-}
-
-// waitFinal polls the job's row until it is final, and returns its status.
-func (b *bench) waitFinal(ctx context.Context, id string, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		var st string
-		if err := b.store.GetContext(ctx, &st, `SELECT status FROM jobs WHERE id = $1`, id); err != nil {
-			return "", err
-		}
-		switch st {
-		case "finished", "error", "cancelled":
-			return st, nil
-		}
-		if time.Now().After(deadline) {
-			return st, fmt.Errorf("job %s still %s after %s", id, st, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return st, ctx.Err()
-		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }

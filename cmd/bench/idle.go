@@ -50,8 +50,7 @@ func (b *bench) idleWorker(ctx context.Context) error {
 	b.res.add("idle: Redis commands/s, worker (its DB, MONITOR)", rate, "cmd/s", nil, false, nil, note)
 	// commandstats counts MONITOR's own INFO calls and every other client of the server.
 	wide := float64(calls1-calls0-1) / elapsed.Seconds()
-	b.res.add("idle: Redis commands/s, server-wide (commandstats)", wide, "cmd/s", nil, false, nil,
-		"all databases and clients of this Redis; other users of the server inflate it")
+	b.res.add("idle: Redis commands/s, server-wide (commandstats)", wide, "cmd/s", nil, false, nil, "")
 	cpu := cpu1.sub(cpu0).self
 	b.workerIdleCPU = 100 * cpu.Seconds() / elapsed.Seconds()
 	b.res.add("idle: worker CPU", b.workerIdleCPU, "% of a core", nil, false, nil,

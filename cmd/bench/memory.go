@@ -24,7 +24,7 @@ func (b *bench) memory(ctx context.Context) error {
 		}
 		rss, _ := procStatusKB(c.pid(), "VmRSS")
 		b.res.add(fmt.Sprintf("peak RSS: %s (bin/scrapethis %s)", c.name, c.name), float64(hwm)/1024, "MiB", nil, false, nil,
-			fmt.Sprintf("VmHWM of pid %d over the whole run; %.1f MiB resident at the end", c.pid(), float64(rss)/1024))
+			fmt.Sprintf("%.1f MiB resident at the end", float64(rss)/1024))
 	}
 	// The worker's spider guard, if it runs one, is a process of its own.
 	for _, pid := range childPIDs(b.worker.pid()) {
@@ -40,8 +40,7 @@ func (b *bench) memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.res.add("peak RSS: bench process (not the product)", float64(hwm)/1024, "MiB", nil, false, nil,
-		"the load generator and raw baselines, for reference")
+	b.res.add("peak RSS: bench process (not the product)", float64(hwm)/1024, "MiB", nil, false, nil, "")
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,7 +28,11 @@ type Row struct {
 	Ratio    *float64 `json:"ratio"`
 	Target   string   `json:"target"` // "" when the issue sets none
 	Met      *bool    `json:"met"`    // nil when there is no target
-	Note     string   `json:"note,omitempty"`
+	// Others is the share of the machine's CPU that processes other than
+	// the bench, the API, the worker, Postgres and Redis used while the
+	// row was measured, in percent: above a few percent, the row is noisy.
+	Others float64 `json:"others_cpu_pct"`
+	Note   string  `json:"note,omitempty"`
 }
 
 // target is a goal on a row's value or ratio.
@@ -52,6 +57,9 @@ func (t *target) String(unit string) string {
 	}
 	return fmt.Sprintf("%s %s %s", op, limit, unit)
 }
+
+// noisyPct is the others% from which a row is flagged as noisy.
+const noisyPct = 5
 
 // Results collects rows as scenarios produce them.
 type Results struct {
@@ -143,7 +151,7 @@ func num(v float64) string {
 // Print writes the table, then every unmet target as a gap.
 func (r *Results) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "name\tvalue\tunit\tbaseline\tratio\ttarget\tmet\t")
+	fmt.Fprintln(tw, "name\tvalue\tunit\tbaseline\tratio\ttarget\tmet\tothers%\t")
 	for _, row := range r.Rows {
 		b, ra, met := "-", "-", ""
 		if row.Baseline != nil {
@@ -158,7 +166,7 @@ func (r *Results) Print(w io.Writer) {
 				met = "NO"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.Name, num(row.Value), row.Unit, b, ra, row.Target, met)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t\n", row.Name, num(row.Value), row.Unit, b, ra, row.Target, met, row.Others)
 	}
 	tw.Flush()
 	var notes []string
@@ -180,6 +188,15 @@ func (r *Results) Print(w io.Writer) {
 			}
 			gaps = append(gaps, fmt.Sprintf("  %s: %s, target %s", row.Name, got, row.Target))
 		}
+	}
+	noisy := 0
+	for _, row := range r.Rows {
+		if row.Others >= noisyPct {
+			noisy++
+		}
+	}
+	if noisy > 0 {
+		fmt.Fprintf(w, "\n%d rows were measured while other processes used %d%% or more of the CPU (others%%): rerun on a quiet machine before trusting them\n", noisy, noisyPct)
 	}
 	if len(gaps) == 0 {
 		fmt.Fprintln(w, "\nevery target met")
@@ -203,14 +220,17 @@ func (r *Results) WriteJSON(path string) error {
 		Meta     map[string]any `json:"meta"`
 		Rows     []Row          `json:"rows"`
 	}{r.Started.UTC(), time.Since(r.Started).Round(time.Millisecond).String(), r.Quick, r.Meta, rows}
-	body, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false) // keep ">=" readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(body, '\n'), 0o644)
+	return os.WriteFile(path, body.Bytes(), 0o644)
 }
 
 // percentile returns the nearest-rank p-th percentile (0 < p <= 100) of ds.
