@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -26,6 +27,7 @@ var migrations embed.FS
 // DB is the store. Its methods are safe for concurrent use.
 type DB struct {
 	*sqlx.DB
+	stmts sync.Map // query text -> *sqlx.Stmt, see stmt.go
 }
 
 // Open connects to the database at dsn and checks that it answers.
@@ -43,7 +45,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		x.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &DB{x}, nil
+	return &DB{DB: x}, nil
 }
 
 // adminConn opens a connection to the server's "postgres" database and
