@@ -37,12 +37,14 @@ type batcher[T any] struct {
 
 func newBatcher[T any](max int, delay time.Duration, first int64, log *slog.Logger, what string,
 	write func(ctx context.Context, first int64, batch []T) error) *batcher[T] {
-	return &batcher[T]{in: make(chan T, max), max: max, delay: delay, write: write, next: first, log: log, what: what}
+	// The channel and the batch grow only as far as a job's output needs:
+	// most jobs print little, and a worker starts hundreds a second.
+	return &batcher[T]{in: make(chan T, min(max, 256)), max: max, delay: delay, write: write, next: first, log: log, what: what}
 }
 
 // run drains in until it is closed, then writes what is left.
 func (b *batcher[T]) run(ctx context.Context) error {
-	batch := make([]T, 0, b.max)
+	var batch []T
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	flush := func() error {
@@ -103,7 +105,7 @@ func (b *batcher[T]) writeRetry(ctx context.Context, batch []T) error {
 // readLines calls fn with each line of r (without its newline). A line
 // longer than MaxLineBytes is passed cut, with truncated set.
 func readLines(r io.Reader, fn func(line []byte, truncated bool)) error {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, 16<<10)
 	var long []byte
 	truncated := false
 	for {
