@@ -61,7 +61,7 @@ func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 		}
 		return out, nil
 	})
-	s.creates = batch.New(ctx, 2, 128, func(ctx context.Context, jobs []scrapethis.NewJob) ([]batch.Result[scrapethis.Job], error) {
+	s.creates = batch.New(ctx, 1, 256, func(ctx context.Context, jobs []scrapethis.NewJob) ([]batch.Result[scrapethis.Job], error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		created, errs, err := store.CreateJobs(ctx, jobs)

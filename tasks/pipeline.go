@@ -25,7 +25,7 @@ type evalCall struct {
 
 func newAutoPipeline(c redis.UniversalClient) *autoPipeline {
 	p := &autoPipeline{UniversalClient: c}
-	p.evals = batch.New(context.Background(), 2, 256, func(ctx context.Context, calls []evalCall) ([]batch.Result[any], error) {
+	p.evals = batch.New(context.Background(), 1, 256, func(ctx context.Context, calls []evalCall) ([]batch.Result[any], error) {
 		// As long as the API gives one enqueue: a job not enqueued now is
 		// enqueued by the reconciler.
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
