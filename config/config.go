@@ -16,6 +16,7 @@ import (
 // Config is the whole configuration of any scrapethis command.
 type Config struct {
 	DatabaseURL string
+	DBMaxConns  int // Postgres connections per process at most
 	RedisURL    string
 	HTTPAddr    string
 
@@ -39,6 +40,7 @@ func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
 		DatabaseURL:          p.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable"),
+		DBMaxConns:           p.integer("SCRAPETHIS_DB_MAX_CONNS", 20, 2, 1000),
 		RedisURL:             p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
 		HTTPAddr:             p.str("SCRAPETHIS_HTTP_ADDR", "127.0.0.1:8080"),
 		WorkerMetricsAddr:    p.str("SCRAPETHIS_WORKER_METRICS_ADDR", "127.0.0.1:9101"),

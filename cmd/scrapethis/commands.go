@@ -54,6 +54,8 @@ func connect(ctx context.Context, getenv func(string) string, withRedis bool) (*
 	if err != nil {
 		return nil, fmt.Errorf("%w (is Postgres running at DATABASE_URL, and has `scrapethis migrate` run?)", err)
 	}
+	d.db.SetMaxOpenConns(cfg.DBMaxConns)
+	d.db.SetMaxIdleConns(cfg.DBMaxConns)
 	if withRedis {
 		d.rdb, err = tasks.OpenRedis(ctx, cfg.RedisURL)
 		if err != nil {
