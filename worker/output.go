@@ -37,9 +37,10 @@ type batcher[T any] struct {
 
 func newBatcher[T any](max int, delay time.Duration, first int64, log *slog.Logger, what string,
 	write func(ctx context.Context, first int64, batch []T) error) *batcher[T] {
-	// The channel and the batch grow only as far as a job's output needs:
-	// most jobs print little, and a worker starts hundreds a second.
-	return &batcher[T]{in: make(chan T, min(max, 256)), max: max, delay: delay, write: write, next: first, log: log, what: what}
+	// The channel holds a whole batch, so that the reader goes on while a
+	// batch is written; the batch itself grows only as far as a job's
+	// output needs (most jobs print little).
+	return &batcher[T]{in: make(chan T, max), max: max, delay: delay, write: write, next: first, log: log, what: what}
 }
 
 // run drains in until it is closed, then writes what is left.
