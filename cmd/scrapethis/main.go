@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/scrapethis/scrapethis/worker"
@@ -29,6 +30,12 @@ configuration is read from the environment; see README.md.
 `
 
 func main() {
+	// The processes keep small live heaps; collecting at 5x rather than 2x
+	// of it trims request tail latency (list p99 ~4 -> ~3 ms in make bench)
+	// for a few tens of MiB. GOGC set in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
