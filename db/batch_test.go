@@ -63,3 +63,23 @@ func TestCreateJobsAndUsersByKeys(t *testing.T) {
 		t.Fatalf("users %v", users)
 	}
 }
+
+func TestRevokeAPIKeyByKeyOrID(t *testing.T) {
+	t.Parallel()
+	store := testenv.DB(t)
+	ctx := context.Background()
+	u, _ := store.EnsureUser(ctx, "r@example.com")
+	id1, k1, _ := store.CreateAPIKey(ctx, u.ID, "")
+	_, k2, _ := store.CreateAPIKey(ctx, u.ID, "")
+	for _, c := range []struct {
+		arg  string
+		want int64
+	}{{id1, 1}, {k1, 0}, {k2, 1}, {k2, 0}, {"st_unknown", 0}} {
+		if n, err := store.RevokeAPIKey(ctx, c.arg); err != nil || n != c.want {
+			t.Fatalf("revoke %q: %d %v, want %d", c.arg, n, err, c.want)
+		}
+	}
+	if users, _ := store.UsersByKeys(ctx, []string{k1, k2}); users[0] != "" || users[1] != "" {
+		t.Fatalf("revoked keys still resolve: %v", users)
+	}
+}

@@ -92,10 +92,6 @@ const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_
 // one statement: a spider that is missing or not the user's inserts nothing
 // and answers not-found.
 func (d *DB) CreateJob(ctx context.Context, nj scrapethis.NewJob) (scrapethis.Job, error) {
-	return createJob(ctx, d.DB, nj)
-}
-
-func createJob(ctx context.Context, q sqlx.QueryerContext, nj scrapethis.NewJob) (scrapethis.Job, error) {
 	if _, err := uuid.Parse(nj.SpiderID); err != nil {
 		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
 	}
@@ -108,7 +104,7 @@ func createJob(ctx context.Context, q sqlx.QueryerContext, nj scrapethis.NewJob)
 		return scrapethis.Job{}, fmt.Errorf("new job id: %w", err)
 	}
 	var r jobRow
-	err = sqlx.GetContext(ctx, q, &r, `
+	err = d.GetContext(ctx, &r, `
 		WITH s AS (
 			SELECT id, name, repo_path FROM spiders WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL
 		), j AS (

@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/scrapethis/scrapethis"
 )
@@ -54,17 +53,11 @@ func (d *DB) CreateAPIKey(ctx context.Context, userID, name string) (id, key str
 	return id, key, nil
 }
 
-// RevokeAPIKey revokes a key given the key itself, its id, or its prefix
-// (the first characters shown at creation). It returns how many keys it
-// revoked.
+// RevokeAPIKey revokes a key given the key itself or its id, and returns
+// how many keys it revoked.
 func (d *DB) RevokeAPIKey(ctx context.Context, keyOrID string) (int64, error) {
-	var res interface{ RowsAffected() (int64, error) }
-	var err error
-	if _, perr := uuid.Parse(keyOrID); perr == nil {
-		res, err = d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, keyOrID)
-	} else {
-		res, err = d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL`, HashKey(keyOrID))
-	}
+	res, err := d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now()
+		WHERE revoked_at IS NULL AND (id::text = $1 OR key_hash = $2)`, keyOrID, HashKey(keyOrID))
 	if err != nil {
 		return 0, fmt.Errorf("revoke key: %w", err)
 	}
@@ -101,5 +94,3 @@ func (d *DB) UserByEmail(ctx context.Context, email string) (scrapethis.User, er
 	err := d.QueryRowxContext(ctx, `SELECT id, email, created_at FROM users WHERE email = $1`, email).Scan(&u.ID, &u.Email, &u.CreatedAt)
 	return u, translate(err, "User not found")
 }
-
-var _ sqlx.ExtContext = (*sqlx.DB)(nil)

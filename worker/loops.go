@@ -108,7 +108,7 @@ func (w *Worker) reapLoop(ctx context.Context) {
 			return
 		}
 		if len(lost) > 0 {
-			w.metrics.m.JobsReaped(len(lost))
+			w.metrics.JobsReaped(len(lost))
 			for _, j := range lost {
 				w.log.Warn("job's worker is gone; job ended", "job_id", j.ID, "spider", j.Spider, "user_id", j.UserID,
 					"status", j.Status, "reason", "worker lost")

@@ -173,15 +173,15 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	pgid := cmd.Process.Pid
 	r.w.guard.add(pgid)
 	defer r.w.guard.remove(pgid)
-	r.w.metrics.spiderStarted(r.job)
-	defer r.w.metrics.spiderEnded()
+	r.w.metrics.SpiderStarted()
+	defer r.w.metrics.SpiderEnded()
 	sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, cmd.String())
 	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts)
 
 	items := newBatcher(cfg.ItemBatch, cfg.ItemFlush, 0, r.log, "items", func(ctx context.Context, first int64, b []string) error {
 		err := r.w.db.AppendItems(ctx, r.job.ID, r.w.id, first, b)
 		if err == nil {
-			r.w.metrics.itemsStored(len(b))
+			r.w.metrics.ItemsStored(len(b))
 		}
 		return err
 	})
@@ -259,7 +259,7 @@ wait:
 	signalGroup(pgid, syscall.SIGKILL)
 	r.awaitGroupGone(pgid)
 	if r.stopMode() == stopCancel {
-		r.w.metrics.cancelled(time.Since(r.stopAt))
+		r.w.metrics.Cancelled(time.Since(r.stopAt))
 	}
 	readersDone := make(chan struct{})
 	go func() { readers.Wait(); close(readersDone) }()
@@ -362,7 +362,7 @@ func (r *run) finish(ctx context.Context, out outcome) {
 		r.log.Error("final state not stored", "err", err)
 		return
 	}
-	r.w.metrics.finished(out.status)
+	r.w.metrics.JobFinished(string(out.status))
 	r.log.Info("job ended", "status", out.status, "reason", deref(out.reason))
 }
 

@@ -4,14 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -312,9 +310,6 @@ func TestItemsCountedWhileRunning(t *testing.T) {
 	b.cancel(jobID, true)
 	b.waitStatus(jobID, scrapethis.StatusCancelled)
 }
-
-var _ = http.StatusOK
-var _ = syscall.SIGTERM
 
 func TestBinaryGarbageIsStoredSafely(t *testing.T) {
 	b := setup(t)

@@ -87,15 +87,6 @@ func (noMetrics) Cancelled(time.Duration) {}
 func (noMetrics) JobFinished(string)      {}
 func (noMetrics) JobsReaped(int)          {}
 
-// metricsAdapter keeps call sites short.
-type metricsAdapter struct{ m Metrics }
-
-func (a metricsAdapter) spiderStarted(scrapethis.Job) { a.m.SpiderStarted() }
-func (a metricsAdapter) spiderEnded()                 { a.m.SpiderEnded() }
-func (a metricsAdapter) itemsStored(n int)            { a.m.ItemsStored(n) }
-func (a metricsAdapter) cancelled(d time.Duration)    { a.m.Cancelled(d) }
-func (a metricsAdapter) finished(s scrapethis.Status) { a.m.JobFinished(string(s)) }
-
 // Worker is one worker process's job runner.
 type Worker struct {
 	cfg     Config
@@ -104,7 +95,7 @@ type Worker struct {
 	rdb     redis.UniversalClient
 	queuer  *tasks.Queuer
 	log     *slog.Logger
-	metrics metricsAdapter
+	metrics Metrics
 
 	slots chan struct{} // one per live spider process
 	guard *guard
@@ -141,7 +132,7 @@ func New(cfg Config, store *db.DB, rdb redis.UniversalClient, log *slog.Logger, 
 		rdb:        rdb,
 		queuer:     tasks.NewQueuer(rdb),
 		log:        log.With("worker_id", id),
-		metrics:    metricsAdapter{m},
+		metrics:    m,
 		slots:      make(chan struct{}, cfg.Concurrency),
 		running:    map[string]*run{},
 		hardCtx:    hard,

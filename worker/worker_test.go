@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -265,5 +264,3 @@ func (b *bundle) readPids(path string, n int) []int {
 	})
 	return pids
 }
-
-var _ = io.Discard
