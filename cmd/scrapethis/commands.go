@@ -183,7 +183,8 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	// A worker serves no API: only its metrics and probes, on their own
 	// address, never SCRAPETHIS_HTTP_ADDR.
 	m := newMetrics(d)
-	return serveWorkerOps(ctx, d, m, worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m).Run)
+	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR",
+		worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m).Run)
 }
 
 // cmdScheduler fires schedules until ctx ends. It serves only its metrics

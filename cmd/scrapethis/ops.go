@@ -57,15 +57,9 @@ func apiOps(d *deps, m *metrics.Metrics, queuer *tasks.Queuer) (api.Ops, func(),
 	return ops, func() { mon.Close() }, nil
 }
 
-// serveWorkerOps serves the worker's /metrics, /healthz and /readyz on
-// SCRAPETHIS_WORKER_METRICS_ADDR ("off" for none) while run runs, and
-// keeps them up until run returns, so that probes answer during a drain.
-func serveWorkerOps(ctx context.Context, d *deps, m *metrics.Metrics, run func(context.Context) error) error {
-	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR", run)
-}
-
 // serveOps serves /metrics, /healthz and /readyz on addr (from the variable
-// named env; "off" for none) while run runs, and a little past its end.
+// named env; "off" for none) while run runs, and keeps them up until run
+// returns, so that probes answer during a worker's drain.
 func serveOps(ctx context.Context, d *deps, m *metrics.Metrics, addr, env string, run func(context.Context) error) error {
 	if strings.EqualFold(addr, "off") {
 		return run(ctx)
