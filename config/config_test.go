@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.DatabaseURL != "postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
 		c.HTTPAddr != "127.0.0.1:8080" || c.Worker.SpidersDir != "./spiders" || c.Worker.Concurrency != 4 ||
-		c.Worker.CancelGrace != 10*time.Second || c.AdminUser != "admin" || c.Worker.Guard != nil {
+		c.Worker.CancelGrace != 10*time.Second || c.AdminUser != "admin" || c.Worker.Guard != nil || c.DBMaxConns != 20 {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -29,9 +29,13 @@ func TestValues(t *testing.T) {
 		"SCRAPETHIS_JOB_TIMEOUT":        "1m30s",
 		"SCRAPETHIS_SCRAPY_COMMAND":     "/usr/bin/python3 -m scrapy",
 		"SCRAPETHIS_SPIDER_GUARD":       "off",
+		"SCRAPETHIS_DB_MAX_CONNS":       "7",
 	}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.DBMaxConns != 7 {
+		t.Fatalf("DBMaxConns %d", c.DBMaxConns)
 	}
 	w := c.Worker
 	if w.Concurrency != 16 || w.CancelGrace != 2500*time.Millisecond || w.DefaultTimeout != 90*time.Second ||
