@@ -14,6 +14,8 @@ const (
 	EUnauthorized = "unauthorized"
 	ETooLarge     = "too_large"
 	EUnavailable  = "unavailable"
+	// EMethodNotAllowed is a route that exists, asked with another method.
+	EMethodNotAllowed = "method_not_allowed"
 )
 
 // Error is a domain error: a code for machines and a message for people.

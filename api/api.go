@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -99,18 +100,17 @@ func (s *Server) Handler() http.Handler {
 	r := routes{httprouter.New()}
 	r.RedirectTrailingSlash = false
 	r.HandleMethodNotAllowed = true
-	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, scrapethis.Errorf(scrapethis.ENotFound, "Not found"))
+	r.NotFound = s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return scrapethis.Errorf(scrapethis.ENotFound, "Not found")
 	})
-	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "Method not allowed"})
+	r.MethodNotAllowed = s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return scrapethis.Errorf(scrapethis.EMethodNotAllowed, "Method not allowed")
 	})
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
 		if v == http.ErrAbortHandler {
 			panic(v)
 		}
-		s.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
-		writeError(w, errors.New("panic"))
+		s.writeError(w, r, fmt.Errorf("panic in handler: %v", v))
 	}
 
 	auth := s.authenticate
@@ -148,31 +148,27 @@ func userID(ctx context.Context) string {
 
 // authenticate admits a request carrying a live key as
 // "Authorization: Bearer <key>" and answers 401 to any other.
-func (s *Server) authenticate(next http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func (s *Server) authenticate(next handlerFunc) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		key, ok := bearer(r.Header.Get("Authorization"))
 		if !ok {
-			writeError(w, errUnauthorized)
-			return
+			return errUnauthorized
 		}
 		uid, gen, cached := s.keys.get(key)
-		var err error
 		if !cached {
-			uid, err = s.auths.Do(r.Context(), key)
-			if err == nil && uid != "" {
+			var err error
+			if uid, err = s.auths.Do(r.Context(), key); err != nil {
+				return fmt.Errorf("look up API key: %w", err)
+			}
+			if uid != "" {
 				s.keys.put(key, uid, gen)
 			}
 		}
-		if err == nil && uid == "" {
-			writeError(w, errUnauthorized)
-			return
-		}
-		if err != nil {
-			s.internal(w, r, err)
-			return
+		if uid == "" {
+			return errUnauthorized
 		}
 		noteUser(r.Context(), uid)
-		next(w, r.WithContext(context.WithValue(r.Context(), userKey, uid)))
+		return next(w, r.WithContext(context.WithValue(r.Context(), userKey, uid)))
 	})
 }
 
@@ -209,43 +205,6 @@ func equalFold(a, b string) bool {
 	return true
 }
 
-// errorBody is every error response.
-type errorBody struct {
-	Error string `json:"error"`
-}
-
-var statusOf = map[string]int{
-	scrapethis.EInvalid:      http.StatusBadRequest,
-	scrapethis.ENotFound:     http.StatusNotFound,
-	scrapethis.EConflict:     http.StatusConflict,
-	scrapethis.EUnauthorized: http.StatusUnauthorized,
-	scrapethis.ETooLarge:     http.StatusRequestEntityTooLarge,
-	scrapethis.EUnavailable:  http.StatusServiceUnavailable,
-	scrapethis.EInternal:     http.StatusInternalServerError,
-}
-
-// writeError answers a domain error with its status and message. Callers
-// log internal errors first (see internal).
-func writeError(w http.ResponseWriter, err error) {
-	code := scrapethis.ErrorCode(err)
-	writeJSON(w, statusOf[code], errorBody{Error: scrapethis.ErrorMessage(err)})
-}
-
-// internal logs an unexpected error in full and answers 500 "Internal error".
-func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, err)
-}
-
-// fail answers err: client errors as they are, anything else as internal.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if scrapethis.ErrorCode(err) == scrapethis.EInternal {
-		s.internal(w, r, err)
-		return
-	}
-	writeError(w, err)
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -268,6 +227,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
 	switch {
 	case errors.As(err, &tooLarge):
 		return scrapethis.Errorf(scrapethis.ETooLarge, "Request body too large (limit 1 MiB)")
+	case err != nil && r.Context().Err() != nil:
+		return fmt.Errorf("read request body: %w", r.Context().Err())
 	case errors.Is(err, io.EOF):
 		return nil
 	case err != nil:

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -19,46 +18,38 @@ import (
 	"github.com/scrapethis/scrapethis/db"
 )
 
-// MaxTimeoutSeconds is the longest per-job timeout accepted (30 days).
-const MaxTimeoutSeconds = 30 * 24 * 3600
-
-func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	f := scrapethis.JobFilter{UserID: userID(r.Context()), Limit: 50}
 	if v := q.Get("status"); v != "" || q.Has("status") {
 		if !scrapethis.Status(v).Valid() {
-			writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Invalid status: must be one of pending, running, finished, cancelled, error"))
-			return
+			return scrapethis.Errorf(scrapethis.EInvalid, "Invalid status: must be one of pending, running, finished, cancelled, error")
 		}
 		f.Status = scrapethis.Status(v)
 	}
 	if v := q.Get("spider_id"); v != "" || q.Has("spider_id") {
-		if _, err := uuid.Parse(v); err != nil {
-			writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Invalid spider_id: must be a UUID"))
-			return
+		if !canonicalUUID(v) {
+			return scrapethis.Errorf(scrapethis.EInvalid, "Invalid spider_id: must be a UUID")
 		}
-		f.SpiderID = strings.ToLower(v)
+		f.SpiderID = v
 	}
 	if v := q.Get("limit"); v != "" || q.Has("limit") {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Invalid limit: must be a whole number from 1 to %d", db.MaxListLimit))
-			return
+			return scrapethis.Errorf(scrapethis.EInvalid, "Invalid limit: must be a whole number from 1 to %d", db.MaxListLimit)
 		}
 		f.Limit = min(n, db.MaxListLimit)
 	}
 	if v := q.Get("before"); v != "" || q.Has("before") {
 		c, err := parseCursor(v)
 		if err != nil {
-			writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Invalid before: not a cursor from a Link header"))
-			return
+			return scrapethis.Errorf(scrapethis.EInvalid, "Invalid before: not a cursor from a Link header")
 		}
 		f.Before = &c
 	}
 	jobs, err := s.db.Jobs(r.Context(), f)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	out := make([]jobJSON, len(jobs))
 	for i, j := range jobs {
@@ -75,7 +66,19 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
+
+// canonicalUUID reports whether s is a UUID in its canonical form
+// (lowercase hex, hyphenated): other spellings that uuid.Parse accepts
+// (braces, urn:uuid:, upper case) are not ids of ours.
+func canonicalUUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
+}
+
+// maxCursorMicros is 9999-12-31 in Unix microseconds.
+const maxCursorMicros = 253402300799999999
 
 // A cursor is the last job's created_at (Unix microseconds) and id.
 func formatCursor(c scrapethis.JobCursor) string {
@@ -95,59 +98,61 @@ func parseCursor(s string) (scrapethis.JobCursor, error) {
 	if err != nil {
 		return scrapethis.JobCursor{}, err
 	}
-	if _, err := uuid.Parse(id); err != nil {
-		return scrapethis.JobCursor{}, err
+	// Postgres timestamps span 4713 BC to 294276 AD; a cursor is ours, so
+	// it lies well within 1970 to 9999.
+	if us < 0 || us > maxCursorMicros {
+		return scrapethis.JobCursor{}, fmt.Errorf("cursor time out of range")
+	}
+	if !canonicalUUID(id) {
+		return scrapethis.JobCursor{}, fmt.Errorf("cursor id is not a UUID")
 	}
 	return scrapethis.JobCursor{CreatedAt: time.UnixMicro(us), ID: id}, nil
 }
 
 type createJobRequest struct {
-	SpiderID       json.RawMessage `json:"spider_id"`
-	SpiderName     json.RawMessage `json:"spider_name"`
+	SpiderID       optional        `json:"spider_id"`
+	SpiderName     optional        `json:"spider_name"`
 	Arguments      json.RawMessage `json:"arguments"`
-	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
+	TimeoutSeconds optional        `json:"timeout_seconds"`
 }
 
-func (s *Server) createJob(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	var req createJobRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	uid := userID(ctx)
 	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	args, err := ValidArguments(req.Arguments)
-	if err != nil {
-		writeError(w, err)
-		return
+	nj := scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: req.Arguments}
+	if nj.SpiderID == "" {
+		nj.SpiderID = "-" // looked up by name below, once the body is known good
 	}
-	timeout, err := ValidTimeout(req.TimeoutSeconds)
-	if err != nil {
-		writeError(w, err)
-		return
+	if nj.TimeoutSeconds, err = req.TimeoutSeconds.timeout(); err != nil {
+		return err
+	}
+	if err := nj.Validate(); err != nil {
+		return err
 	}
 	if spiderID == "" {
 		sp, err := s.spiderByIDOrName(ctx, uid, "", spiderName)
 		if err != nil {
-			s.fail(w, r, err)
-			return
+			return err
 		}
-		spiderID = sp.ID
+		nj.SpiderID = sp.ID
 	}
-	job, err := s.creates.Do(ctx, scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: args, TimeoutSeconds: timeout})
+	job, err := s.creates.Do(ctx, nj)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	s.metrics().JobCreated()
 	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid)
 	s.enqueue(ctx, job)
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": job.ID, "status": string(job.Status)})
+	return nil
 }
 
 // enqueue hands the committed job to Redis. A failure loses nothing: the
@@ -163,11 +168,11 @@ func (s *Server) enqueue(ctx context.Context, job scrapethis.Job) {
 
 // spiderFields reads the spider_id / spider_name pair of a request body;
 // one of them must be there.
-func spiderFields(idRaw, nameRaw json.RawMessage) (id, name string, err error) {
-	if id, err = optString(idRaw, "spider_id"); err != nil {
+func spiderFields(idField, nameField optional) (id, name string, err error) {
+	if id, err = idField.str("spider_id"); err != nil {
 		return "", "", err
 	}
-	if name, err = optString(nameRaw, "spider_name"); err != nil {
+	if name, err = nameField.str("spider_name"); err != nil {
 		return "", "", err
 	}
 	if id == "" && name == "" {
@@ -188,101 +193,13 @@ func (s *Server) spiderByIDOrName(ctx context.Context, uid, id, name string) (sc
 	return s.db.SpiderByName(ctx, uid, name)
 }
 
-// optString reads an optional string field: absent or null is "".
-func optString(raw json.RawMessage, field string) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
-	}
-	var v string
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "%s must be a string", field)
-	}
-	return strings.TrimSpace(v), nil
-}
-
-// MaxArgumentDepth bounds how deeply argument values may nest.
-const MaxArgumentDepth = 32
-
-// ValidArguments checks that raw is absent, null or a JSON object whose keys
-// are identifiers, and returns it re-encoded, so that what is stored is
-// plain UTF-8 JSON that Postgres accepts: no NUL characters, no lone
-// surrogates, nesting at most MaxArgumentDepth deep.
-func ValidArguments(raw json.RawMessage) (json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return json.RawMessage(`{}`), nil
-	}
-	if raw[0] != '{' {
-		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
-	}
-	for k, v := range m {
-		if !scrapethis.ValidArgumentKey(k) {
-			return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments key %q is not an identifier (letters, digits and _, not starting with a digit)", k)
-		}
-		if err := checkValue(v, 1); err != nil {
-			return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments.%s: %s", k, err.Error())
-		}
-	}
-	out, err := json.Marshal(m)
-	if err != nil {
-		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
-	}
-	return out, nil
-}
-
-func checkValue(v any, depth int) error {
-	if depth > MaxArgumentDepth {
-		return fmt.Errorf("nested more than %d deep", MaxArgumentDepth)
-	}
-	switch x := v.(type) {
-	case string:
-		if strings.IndexByte(x, 0) >= 0 {
-			return fmt.Errorf("NUL characters are not allowed")
-		}
-	case []any:
-		for _, e := range x {
-			if err := checkValue(e, depth+1); err != nil {
-				return err
-			}
-		}
-	case map[string]any:
-		for k, e := range x {
-			if strings.IndexByte(k, 0) >= 0 {
-				return fmt.Errorf("NUL characters are not allowed")
-			}
-			if err := checkValue(e, depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// ValidTimeout reads an optional timeout_seconds.
-func ValidTimeout(raw json.RawMessage) (*int, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	n, err := strconv.Atoi(string(bytes.TrimSpace(raw)))
-	if err != nil || n < 1 || n > MaxTimeoutSeconds {
-		return nil, scrapethis.Errorf(scrapethis.EInvalid, "timeout_seconds must be a whole number from 1 to %d", MaxTimeoutSeconds)
-	}
-	return &n, nil
-}
-
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	job, err := s.db.Job(r.Context(), userID(r.Context()), jobParam(r))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, toJobJSON(job))
+	return nil
 }
 
 func jobParam(r *http.Request) string {
@@ -294,26 +211,23 @@ var errCancelFailed = scrapethis.Errorf(scrapethis.EInternal, "Failed to cancel 
 // cancelJob records the cancel in Postgres first, then withdraws the task
 // or publishes the cancel to the worker running it. A worker also polls the
 // row, so a lost message costs about a second, never a job that runs on.
-func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	uid := userID(ctx)
 	job, err := s.db.CancelJob(ctx, uid, jobParam(r))
-	if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
-		writeError(w, scrapethis.Errorf(scrapethis.ENotFound, "Job not found"))
-		return
-	}
-	if err != nil {
-		s.log.Error("cancel failed", "job_id", jobParam(r), "user_id", uid, "err", err)
-		writeError(w, errCancelFailed)
-		return
+	switch code := scrapethis.ErrorCode(err); {
+	case code == scrapethis.ENotFound:
+		return scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
+	case code == scrapethis.EUnavailable:
+		return err
+	case err != nil:
+		return fmt.Errorf("%w: %w", errCancelFailed, err)
 	}
 	switch job.Status {
 	case scrapethis.StatusFinished:
-		writeError(w, scrapethis.Errorf(scrapethis.EConflict, "Job already finished"))
-		return
+		return scrapethis.Errorf(scrapethis.EConflict, "Job already finished")
 	case scrapethis.StatusError:
-		writeError(w, scrapethis.Errorf(scrapethis.EConflict, "Job already ended in error"))
-		return
+		return scrapethis.Errorf(scrapethis.EConflict, "Job already ended in error")
 	case scrapethis.StatusCancelled:
 		if err := s.queuer.Withdraw(ctx, job.ID); err != nil {
 			s.log.Warn("withdraw task failed; the worker will skip the cancelled job", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "err", err)
@@ -325,6 +239,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		s.awaitFinal(ctx, uid, job.ID)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": "Job cancelled"})
+	return nil
 }
 
 // awaitFinal waits, up to CancelWait, for a cancelled running job to end,

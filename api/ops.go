@@ -126,8 +126,9 @@ func (rt routes) Handle(method, path string, h httprouter.Handle) {
 
 // reqInfo is what a request learns on its way in, for its log line.
 type reqInfo struct {
-	route string
-	user  string
+	route      string
+	user       string
+	clientGone bool
 }
 
 type infoKey struct{}
@@ -135,6 +136,14 @@ type infoKey struct{}
 func noteRoute(ctx context.Context, route string) {
 	if info, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
 		info.route = route
+	}
+}
+
+// noteClientGone marks a request whose client hung up before its answer:
+// it is counted and logged as 499, never as a server error.
+func noteClientGone(ctx context.Context) {
+	if info, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		info.clientGone = true
 	}
 }
 
@@ -172,7 +181,10 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		status := sw.status
-		if status == 0 {
+		switch {
+		case info.clientGone:
+			status = statusClientClosed
+		case status == 0:
 			status = http.StatusOK
 		}
 		s.metrics().RequestServed(r.Method, route, status, d)
@@ -196,6 +208,10 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		s.log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
 }
+
+// statusClientClosed is what metrics and logs say of a request whose client
+// hung up before it was answered (nginx's convention).
+const statusClientClosed = 499
 
 // statusWriter remembers the status a handler answered. It passes Flush
 // through for streamed responses, and Unwrap for http.ResponseController.

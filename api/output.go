@@ -9,17 +9,15 @@ import (
 
 // jobItems answers a job's items in scrape order: a JSON array, or JSON
 // lines with ?format=jsonl. Rows are streamed, never all held in memory.
-func (s *Server) jobItems(w http.ResponseWriter, r *http.Request) {
+func (s *Server) jobItems(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	job, err := s.db.Job(ctx, userID(ctx), jobParam(r))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	format := r.URL.Query().Get("format")
 	if format != "" && format != "json" && format != "jsonl" {
-		writeError(w, scrapethis.Errorf(scrapethis.EInvalid, "Invalid format: must be json or jsonl"))
-		return
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid format: must be json or jsonl")
 	}
 	jsonl := format == "jsonl"
 	if jsonl {
@@ -49,23 +47,25 @@ func (s *Server) jobItems(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The status is sent: cut the response so the client sees a
 		// truncated body, not a valid-looking short one.
-		s.log.Error("streaming items failed", "job_id", job.ID, "err", err)
+		if ctx.Err() == nil {
+			s.log.Error("streaming items failed", "job_id", job.ID, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if !jsonl {
 		w.Write([]byte("]\n"))
 	}
+	return nil
 }
 
 // jobLogs answers a job's log as text/plain. With ?follow=1 it keeps the
 // response open and sends new lines until the job is final.
-func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) {
+func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	uid := userID(ctx)
 	job, err := s.db.Job(ctx, uid, jobParam(r))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	follow := r.URL.Query().Get("follow")
 	following := follow == "1" || follow == "true"
@@ -94,18 +94,19 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if !following || final {
-			return
+			return nil
 		}
 		if flusher != nil {
 			flusher.Flush()
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-time.After(s.LogPoll):
 		}
 		if job, err = s.db.Job(ctx, uid, job.ID); err != nil {
-			return
+			// The status is sent: cut the stream rather than end it cleanly.
+			panic(http.ErrAbortHandler)
 		}
 	}
 }

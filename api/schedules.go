@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/scrapethis/scrapethis"
-	"github.com/scrapethis/scrapethis/schedule"
 )
 
 // scheduleJSON is a schedule as the API shows it, the same in lists and
@@ -61,98 +59,69 @@ func toScheduleJSON(sc scrapethis.Schedule, sp scrapethis.Spider) scheduleJSON {
 var errScheduleNotFound = scrapethis.Errorf(scrapethis.ENotFound, "Schedule not found")
 
 type createScheduleRequest struct {
-	SpiderID   json.RawMessage `json:"spider_id"`
-	SpiderName json.RawMessage `json:"spider_name"`
+	SpiderID   optional `json:"spider_id"`
+	SpiderName optional `json:"spider_name"`
 	patchScheduleRequest
 }
 
-func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 	var req createScheduleRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
 	ctx := r.Context()
 	uid := userID(ctx)
 	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	cronSpec, err := optString(req.Cron, "cron")
-	if err != nil {
-		writeError(w, err)
-		return
+	sc := scrapethis.Schedule{UserID: uid, Arguments: req.Arguments.raw}
+	if sc.Cron, err = req.Cron.str("cron"); err != nil {
+		return err
 	}
-	zone, err := zoneField(req.Timezone)
-	if err != nil {
-		writeError(w, err)
-		return
+	if sc.Timezone, err = req.Timezone.str("timezone"); err != nil {
+		return err
 	}
-	spec, err := schedule.Parse(cronSpec, zone)
-	if err != nil {
-		writeError(w, err)
-		return
+	if req.Timezone.null() {
+		sc.Timezone = "UTC"
 	}
-	args, err := ValidArguments(req.Arguments)
-	if err != nil {
-		writeError(w, err)
-		return
+	if sc.TimeoutSeconds, err = req.TimeoutSeconds.timeout(); err != nil {
+		return err
 	}
-	timeout, err := ValidTimeout(req.TimeoutSeconds)
-	if err != nil {
-		writeError(w, err)
-		return
+	if sc.Enabled, err = req.Enabled.boolean("enabled", true); err != nil {
+		return err
 	}
-	enabled, err := boolField(req.Enabled, "enabled", true)
-	if err != nil {
-		writeError(w, err)
-		return
+	if sc.NoOverlap, err = req.NoOverlap.boolean("no_overlap", false); err != nil {
+		return err
 	}
-	noOverlap, err := boolField(req.NoOverlap, "no_overlap", false)
-	if err != nil {
-		writeError(w, err)
-		return
+	if err := sc.Validate(); err != nil {
+		return err
+	}
+	if sc.NextRunAt, err = sc.NextRun(time.Now()); err != nil {
+		return err
 	}
 	sp, err := s.spiderByIDOrName(ctx, uid, spiderID, spiderName)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
-	sc := scrapethis.Schedule{
-		UserID:         uid,
-		SpiderID:       sp.ID,
-		Cron:           cronSpec,
-		Timezone:       zone,
-		Arguments:      args,
-		Enabled:        enabled,
-		TimeoutSeconds: timeout,
-		NoOverlap:      noOverlap,
-	}
-	if enabled {
-		next := spec.Next(time.Now())
-		sc.NextRunAt = &next
-	}
-	sc, err = s.db.CreateSchedule(ctx, sc)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	sc.SpiderID = sp.ID
+	if sc, err = s.db.CreateSchedule(ctx, sc); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusCreated, toScheduleJSON(sc, sp))
+	return nil
 }
 
-func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	uid := userID(ctx)
 	list, err := s.db.Schedules(ctx, uid)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	spiders, err := s.db.Spiders(ctx, uid)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	byID := make(map[string]scrapethis.Spider, len(spiders))
 	for _, sp := range spiders {
@@ -167,172 +136,134 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request) {
 		out = append(out, toScheduleJSON(sc, sp))
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	sc, err := s.db.Schedule(ctx, userID(ctx), scheduleParam(r))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
-	s.writeSchedule(w, r, http.StatusOK, sc)
+	return s.writeSchedule(w, r, http.StatusOK, sc)
 }
 
 // writeSchedule answers a schedule with its spider.
-func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status int, sc scrapethis.Schedule) {
+func (s *Server) writeSchedule(w http.ResponseWriter, r *http.Request, status int, sc scrapethis.Schedule) error {
 	sp, err := s.db.Spider(r.Context(), sc.UserID, sc.SpiderID)
 	if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
-		writeError(w, errScheduleNotFound) // deleted with its spider just now
-		return
+		return errScheduleNotFound // deleted with its spider just now
 	}
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, status, toScheduleJSON(sc, sp))
+	return nil
 }
 
 // patchScheduleRequest is the fields PATCH may change; POST takes them too.
 type patchScheduleRequest struct {
-	Cron           json.RawMessage `json:"cron"`
-	Timezone       json.RawMessage `json:"timezone"`
-	Arguments      json.RawMessage `json:"arguments"`
-	Enabled        json.RawMessage `json:"enabled"`
-	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
-	NoOverlap      json.RawMessage `json:"no_overlap"`
+	Cron           optional `json:"cron"`
+	Timezone       optional `json:"timezone"`
+	Arguments      optional `json:"arguments"`
+	Enabled        optional `json:"enabled"`
+	TimeoutSeconds optional `json:"timeout_seconds"`
+	NoOverlap      optional `json:"no_overlap"`
+}
+
+// apply sets on sc the fields present in the request, checking the type of
+// each; the caller validates the result as a whole. It reports whether the
+// timing changed (cron or timezone).
+func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err error) {
+	for _, f := range []struct {
+		o          optional
+		name, want string
+	}{{p.Cron, "cron", "a string"}, {p.Timezone, "timezone", "a string"}, {p.Enabled, "enabled", "true or false"}, {p.NoOverlap, "no_overlap", "true or false"}} {
+		if err := f.o.notNull(f.name, f.want); err != nil {
+			return false, err
+		}
+	}
+	if p.Cron.set {
+		cron, err := p.Cron.str("cron")
+		if err != nil {
+			return false, err
+		}
+		retime = cron != sc.Cron
+		sc.Cron = cron
+	}
+	if p.Timezone.set {
+		zone, err := p.Timezone.str("timezone")
+		if err != nil {
+			return false, err
+		}
+		retime = retime || zone != sc.Timezone
+		sc.Timezone = zone
+	}
+	if p.Arguments.set {
+		sc.Arguments = p.Arguments.raw
+	}
+	if p.TimeoutSeconds.set {
+		if sc.TimeoutSeconds, err = p.TimeoutSeconds.timeout(); err != nil {
+			return false, err
+		}
+	}
+	if sc.Enabled, err = p.Enabled.boolean("enabled", sc.Enabled); err != nil {
+		return false, err
+	}
+	if sc.NoOverlap, err = p.NoOverlap.boolean("no_overlap", sc.NoOverlap); err != nil {
+		return false, err
+	}
+	return retime, nil
 }
 
 // updateSchedule changes the fields present in the body. When the timing
 // changes (cron, timezone, or enabled turned on), next_run_at is
 // recomputed from now at once; disabling clears it. Other fields leave it
 // alone, so a fire that is due is not lost to an unrelated edit.
-func (s *Server) updateSchedule(w http.ResponseWriter, r *http.Request) {
+func (s *Server) updateSchedule(w http.ResponseWriter, r *http.Request) error {
 	var req patchScheduleRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	// p holds the new values of the fields present, each checked alone.
-	var p scrapethis.Schedule
-	cronSpec, zone, args, timeout := present(req.Cron), present(req.Timezone), present(req.Arguments), present(req.TimeoutSeconds)
-	enabled, noOverlap := present(req.Enabled), present(req.NoOverlap)
-	var err error
-	if cronSpec {
-		if p.Cron, err = reqString(req.Cron, "cron"); err == nil {
-			_, err = schedule.ParseIn(p.Cron, time.UTC) // checked with its zone again below
-		}
+	// The body alone is checked first, so that a bad one is a 400 even for
+	// a schedule that does not exist; its arguments are normalised here.
+	probe := scrapethis.Schedule{Cron: "@daily", Timezone: "UTC"}
+	if _, err := req.apply(&probe); err != nil {
+		return err
 	}
-	if zone && err == nil {
-		if p.Timezone, err = zoneField(req.Timezone); err == nil {
-			_, err = schedule.LoadZone(p.Timezone)
-		}
-	}
-	if args && err == nil {
-		p.Arguments, err = ValidArguments(req.Arguments)
-	}
-	if timeout && err == nil {
-		p.TimeoutSeconds, err = ValidTimeout(req.TimeoutSeconds)
-	}
-	if enabled && err == nil {
-		p.Enabled, err = reqBool(req.Enabled, "enabled")
-	}
-	if noOverlap && err == nil {
-		p.NoOverlap, err = reqBool(req.NoOverlap, "no_overlap")
-	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if err := probe.Validate(); err != nil {
+		return err
 	}
 	ctx := r.Context()
 	sc, err := s.db.UpdateSchedule(ctx, userID(ctx), scheduleParam(r), func(sc *scrapethis.Schedule) error {
-		retime := sc.NextRunAt == nil // stopped, or disabled: recompute if it is to run
-		if cronSpec && p.Cron != sc.Cron {
-			sc.Cron, retime = p.Cron, true
-		}
-		if zone && p.Timezone != sc.Timezone {
-			sc.Timezone, retime = p.Timezone, true
-		}
-		if args {
-			sc.Arguments = p.Arguments
-		}
-		if timeout {
-			sc.TimeoutSeconds = p.TimeoutSeconds
-		}
-		if enabled {
-			sc.Enabled = p.Enabled
-		}
-		if noOverlap {
-			sc.NoOverlap = p.NoOverlap
-		}
-		if !sc.Enabled {
-			sc.NextRunAt = nil
-			return nil
-		}
-		if !retime {
-			return nil
-		}
-		spec, err := schedule.Parse(sc.Cron, sc.Timezone)
+		stopped := sc.NextRunAt == nil // stopped, or disabled: recompute if it is to run
+		retime, err := req.apply(sc)
 		if err != nil {
 			return err
 		}
-		next := spec.Next(time.Now())
-		sc.NextRunAt = &next
-		return nil
+		if req.Arguments.set {
+			sc.Arguments = probe.Arguments
+		}
+		if !sc.Enabled || retime || stopped {
+			sc.NextRunAt, err = sc.NextRun(time.Now())
+		}
+		return err
 	})
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
-	s.writeSchedule(w, r, http.StatusOK, sc)
+	return s.writeSchedule(w, r, http.StatusOK, sc)
 }
 
-func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	if err := s.db.DeleteSchedule(ctx, userID(ctx), scheduleParam(r)); err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": "Schedule deleted"})
+	return nil
 }
 
 func scheduleParam(r *http.Request) string {
 	return httprouter.ParamsFromContext(r.Context()).ByName("id")
-}
-
-// present reports whether a field was in the body at all (null included).
-func present(raw json.RawMessage) bool { return len(raw) > 0 }
-
-// reqString reads a field that, when present, must be a string.
-func reqString(raw json.RawMessage, field string) (string, error) {
-	var v string
-	if string(raw) == "null" || json.Unmarshal(raw, &v) != nil {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "%s must be a string", field)
-	}
-	return strings.TrimSpace(v), nil
-}
-
-// reqBool reads a field that, when present, must be true or false.
-func reqBool(raw json.RawMessage, field string) (bool, error) {
-	var v bool
-	if string(raw) == "null" || json.Unmarshal(raw, &v) != nil {
-		return false, scrapethis.Errorf(scrapethis.EInvalid, "%s must be true or false", field)
-	}
-	return v, nil
-}
-
-// zoneField reads an optional timezone: absent or null is UTC.
-func zoneField(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "UTC", nil
-	}
-	return reqString(raw, "timezone")
-}
-
-// boolField reads an optional boolean: absent or null is def.
-func boolField(raw json.RawMessage, field string, def bool) (bool, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return def, nil
-	}
-	return reqBool(raw, field)
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/scrapethis/scrapethis"
-	"github.com/scrapethis/scrapethis/schedule"
+	"github.com/scrapethis/scrapethis/cronspec"
 )
 
 // scheduleBody is a schedule as a client reads it; pointers tell null
@@ -311,7 +311,7 @@ func TestSchedulePatchRecomputesNextRun(t *testing.T) {
 	}
 	expect := func(got scheduleBody, cron, zone string) {
 		t.Helper()
-		spec, err := schedule.Parse(cron, zone)
+		spec, err := cronspec.Parse(cron, zone)
 		if err != nil {
 			t.Fatal(err)
 		}

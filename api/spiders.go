@@ -1,10 +1,8 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
-	"path/filepath"
-	"strings"
-	"unicode"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -12,98 +10,77 @@ import (
 )
 
 type createSpiderRequest struct {
-	Name     *string `json:"name"`
-	RepoPath *string `json:"repo_path"`
+	Name     optional `json:"name"`
+	RepoPath optional `json:"repo_path"`
 }
 
-func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) error {
 	var req createSpiderRequest
 	if err := decodeBody(w, r, &req); err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	name, err := validSpiderName(req.Name)
+	name, err := req.Name.str("name")
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
 	}
-	repoPath, err := ValidRepoPath(req.RepoPath)
+	if name, err = scrapethis.ValidSpiderName(name); err != nil {
+		return err
+	}
+	repoPath, err := rawString(req.RepoPath, "repo_path")
 	if err != nil {
-		writeError(w, err)
-		return
+		return err
+	}
+	if repoPath, err = scrapethis.ValidRepoPath(repoPath); err != nil {
+		return err
 	}
 	sp, err := s.db.CreateSpider(r.Context(), userID(r.Context()), name, repoPath)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, toSpiderJSON(sp))
+	return nil
 }
 
-func validSpiderName(p *string) (string, error) {
-	if p == nil || strings.TrimSpace(*p) == "" {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "Missing name")
+// rawString reads an optional string field as it is, untrimmed.
+func rawString(o optional, field string) (string, error) {
+	if o.null() {
+		return "", nil
 	}
-	name := strings.TrimSpace(*p)
-	if len(name) > 200 {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "name is longer than 200 bytes")
+	var v string
+	if err := json.Unmarshal(o.raw, &v); err != nil {
+		return "", scrapethis.Errorf(scrapethis.EInvalid, "%s must be a string", field)
 	}
-	for _, c := range name {
-		if unicode.IsControl(c) {
-			return "", scrapethis.Errorf(scrapethis.EInvalid, "name may not contain control characters")
-		}
-	}
-	return name, nil
+	return v, nil
 }
 
-// ValidRepoPath checks that a spider's path is relative to the spiders
-// directory and cannot leave it, and returns it cleaned.
-func ValidRepoPath(p *string) (string, error) {
-	if p == nil || *p == "" {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "Missing repo_path")
-	}
-	path := *p
-	if len(path) > 1024 || strings.ContainsRune(path, 0) || strings.Contains(path, `\`) {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "repo_path is not a valid path")
-	}
-	if filepath.IsAbs(path) || !filepath.IsLocal(path) {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "repo_path must be relative to the spiders directory and stay inside it")
-	}
-	clean := filepath.ToSlash(filepath.Clean(path))
-	if clean == "." {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "repo_path must name a file")
-	}
-	return clean, nil
-}
-
-func (s *Server) listSpiders(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listSpiders(w http.ResponseWriter, r *http.Request) error {
 	list, err := s.db.Spiders(r.Context(), userID(r.Context()))
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	out := make([]spiderJSON, len(list))
 	for i, sp := range list {
 		out[i] = toSpiderJSON(sp)
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (s *Server) getSpider(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getSpider(w http.ResponseWriter, r *http.Request) error {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
 	sp, err := s.db.Spider(r.Context(), userID(r.Context()), id)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, toSpiderJSON(sp))
+	return nil
 }
 
-func (s *Server) deleteSpider(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deleteSpider(w http.ResponseWriter, r *http.Request) error {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
 	if err := s.db.DeleteSpider(r.Context(), userID(r.Context()), id); err != nil {
-		s.fail(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": "Spider deleted"})
+	return nil
 }

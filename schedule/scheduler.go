@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/cronspec"
 	"github.com/scrapethis/scrapethis/db"
 )
 
@@ -163,9 +164,9 @@ func (s *Scheduler) Tick(ctx context.Context) (int, error) {
 }
 
 // plan decides a due schedule's fire time and next due time, with the
-// missed-fire policy of Spec.Due.
+// missed-fire policy of cronspec.Spec.Due.
 func (s *Scheduler) plan(sc scrapethis.Schedule, now time.Time) db.Fire {
-	spec, err := Parse(sc.Cron, sc.Timezone)
+	spec, err := cronspec.Parse(sc.Cron, sc.Timezone)
 	if err != nil {
 		// Only a row written around the API (or a zone that left the
 		// tz database) gets here: stop it rather than fail every tick.

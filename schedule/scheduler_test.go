@@ -17,6 +17,7 @@ import (
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/api"
+	"github.com/scrapethis/scrapethis/cronspec"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/internal/testenv"
 	"github.com/scrapethis/scrapethis/schedule"
@@ -104,7 +105,7 @@ func (b *bundle) run(s *schedule.Scheduler) (stop func()) {
 // at the spec's next fire time when next is zero).
 func (b *bundle) create(spec string, next time.Time, mod func(*scrapethis.Schedule)) scrapethis.Schedule {
 	b.t.Helper()
-	p, err := schedule.Parse(spec, "UTC")
+	p, err := cronspec.Parse(spec, "UTC")
 	if err != nil {
 		b.t.Fatal(err)
 	}

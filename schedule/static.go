@@ -15,9 +15,6 @@ import (
 	"github.com/scrapethis/scrapethis/db"
 )
 
-// maxTimeoutSeconds matches the API's limit on timeout_seconds (30 days).
-const maxTimeoutSeconds = 30 * 24 * 3600
-
 // File is a static schedules file (SCRAPETHIS_SCHEDULES_FILE): JSON of the
 // form {"schedules": [Static, ...]}.
 type File struct {
@@ -97,37 +94,26 @@ func (st *Static) check() error {
 	if st.Timezone == "" {
 		st.Timezone = "UTC"
 	}
-	if _, err := Parse(st.Cron, st.Timezone); err != nil {
+	sc := st.schedule()
+	if err := sc.Validate(); err != nil {
 		return err
 	}
-	args, err := checkArguments(st.Arguments)
-	if err != nil {
-		return err
-	}
-	st.Arguments = args
-	if t := st.TimeoutSeconds; t != nil && (*t < 1 || *t > maxTimeoutSeconds) {
-		return scrapethis.Errorf(scrapethis.EInvalid, "timeout_seconds must be a whole number from 1 to %d", maxTimeoutSeconds)
-	}
+	st.Cron, st.Timezone, st.Arguments = sc.Cron, sc.Timezone, sc.Arguments
 	return nil
 }
 
-// checkArguments accepts an absent or null value, or a JSON object whose
-// keys are identifiers, as the API does.
-func checkArguments(raw json.RawMessage) (json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return json.RawMessage(`{}`), nil
+// schedule is the entry as a domain schedule, without its user and spider.
+func (st *Static) schedule() scrapethis.Schedule {
+	name := st.Name
+	return scrapethis.Schedule{
+		Name:           &name,
+		Cron:           st.Cron,
+		Timezone:       st.Timezone,
+		Arguments:      st.Arguments,
+		Enabled:        st.Enabled == nil || *st.Enabled,
+		TimeoutSeconds: st.TimeoutSeconds,
+		NoOverlap:      st.NoOverlap,
 	}
-	var m map[string]json.RawMessage
-	if raw[0] != '{' || json.Unmarshal(raw, &m) != nil {
-		return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments must be a JSON object")
-	}
-	for k := range m {
-		if !scrapethis.ValidArgumentKey(k) {
-			return nil, scrapethis.Errorf(scrapethis.EInvalid, "arguments key %q is not an identifier (letters, digits and _, not starting with a digit)", k)
-		}
-	}
-	return raw, nil
 }
 
 // LoadFile reads the schedules file at path and upserts its schedules, all
@@ -157,29 +143,12 @@ func LoadFile(ctx context.Context, store *db.DB, path string) ([]scrapethis.Sche
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
-		spec, err := Parse(st.Cron, st.Timezone)
-		if err != nil {
+		sc := st.schedule()
+		sc.UserID, sc.SpiderID = user.ID, sp.ID
+		if sc.NextRunAt, err = sc.NextRun(now); err != nil {
 			return nil, fmt.Errorf("%s: %s", where, scrapethis.ErrorMessage(err))
 		}
-		enabled := st.Enabled == nil || *st.Enabled
-		var next *time.Time
-		if enabled {
-			n := spec.Next(now)
-			next = &n
-		}
-		name := st.Name
-		rows = append(rows, scrapethis.Schedule{
-			UserID:         user.ID,
-			SpiderID:       sp.ID,
-			Name:           &name,
-			Cron:           st.Cron,
-			Timezone:       st.Timezone,
-			Arguments:      st.Arguments,
-			Enabled:        enabled,
-			TimeoutSeconds: st.TimeoutSeconds,
-			NoOverlap:      st.NoOverlap,
-			NextRunAt:      next,
-		})
+		rows = append(rows, sc)
 	}
 	stored, err := store.UpsertNamedSchedules(ctx, rows)
 	if err != nil {

@@ -1,19 +1,19 @@
-// Package schedule is the cron side of the platform: it parses schedule
-// specs and time zones, computes fire times under the missed-fire policy,
-// loads static schedules from a file, and runs the scheduler loop that
-// turns due schedules into jobs, exactly once per fire time however many
-// schedulers run.
-package schedule
+// Package cronspec parses schedule specs (five-field cron, descriptors and
+// @every) and IANA time zones, and computes fire times under the
+// missed-fire policy. It depends on nothing of the platform, so the domain
+// types can validate schedules with it and the API can use it without the
+// scheduler engine. Its errors are plain errors whose text is meant for the
+// person who wrote the spec.
+package cronspec
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 	_ "time/tzdata" // IANA zones even where the host has no zoneinfo
 
 	"github.com/robfig/cron/v3"
-
-	"github.com/scrapethis/scrapethis"
 )
 
 // MinEvery is the shortest @every interval accepted.
@@ -49,7 +49,7 @@ func Parse(spec, timezone string) (Spec, error) {
 // it would mean whatever zone the scheduler's host happens to have.
 func LoadZone(name string) (*time.Location, error) {
 	bad := func(why string) error {
-		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid timezone %q: %s", name, why)
+		return fmt.Errorf("Invalid timezone %q: %s", name, why)
 	}
 	switch {
 	case name == "":
@@ -70,13 +70,13 @@ func LoadZone(name string) (*time.Location, error) {
 func ParseIn(spec string, loc *time.Location) (s Spec, err error) {
 	spec = strings.TrimSpace(spec)
 	bad := func(format string, args ...any) error {
-		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid cron %q: %s", spec, fmt.Sprintf(format, args...))
+		return fmt.Errorf("Invalid cron %q: %s", spec, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case spec == "":
-		return Spec{}, scrapethis.Errorf(scrapethis.EInvalid, "Missing cron")
+		return Spec{}, errors.New("Missing cron")
 	case len(spec) > maxSpecLen:
-		return Spec{}, scrapethis.Errorf(scrapethis.EInvalid, "Invalid cron: longer than %d bytes", maxSpecLen)
+		return Spec{}, fmt.Errorf("Invalid cron: longer than %d bytes", maxSpecLen)
 	case strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ="):
 		return Spec{}, bad("set the zone with the timezone field, not in the spec")
 	}
