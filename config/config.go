@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/scrapethis/scrapethis/worker"
 )
 
 // Config is the whole configuration of any scrapethis command.
@@ -20,7 +18,7 @@ type Config struct {
 	RedisURL    string
 	HTTPAddr    string
 
-	Worker            worker.Config
+	Worker            Worker
 	WorkerMetricsAddr string
 
 	SchedulerMetricsAddr string
@@ -52,7 +50,7 @@ func Load(getenv func(string) string) (Config, error) {
 		PrometheusURL:        p.str("SCRAPETHIS_PROMETHEUS_URL", ""),
 		LogFormat:            p.str("SCRAPETHIS_LOG_FORMAT", ""),
 	}
-	w := worker.DefaultConfig()
+	w := DefaultWorker()
 	w.SpidersDir = p.str("SCRAPETHIS_SPIDERS_DIR", w.SpidersDir)
 	w.Concurrency = p.integer("SCRAPETHIS_WORKER_CONCURRENCY", w.Concurrency, 1, 10000)
 	w.CancelGrace = p.duration("SCRAPETHIS_CANCEL_GRACE", w.CancelGrace)

@@ -18,55 +18,18 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/tasks"
 )
 
-// Config is how a worker runs.
-type Config struct {
-	SpidersDir      string
-	Concurrency     int           // spider processes at most, counting ones still stopping
-	CancelGrace     time.Duration // SIGTERM to SIGKILL
-	DefaultTimeout  time.Duration // for jobs without timeout_seconds; 0 is none
-	ShutdownTimeout time.Duration // how long a stopping worker lets jobs finish before handing them back
-	ScrapyCommand   []string      // argv before "runspider"
-	// Guard is the argv of the spider guardian (see RunGuard), which takes
-	// every spider's whole process group down if the worker is killed
-	// outright; empty runs none (then only each spider itself, not its
-	// children, dies with a killed worker). `scrapethis worker` uses
-	// "scrapethis spider-guard".
-	Guard          []string
-	ScrapyLogLevel string
-
-	TaskCheckInterval time.Duration // asynq's poll of an empty queue
-	Heartbeat         time.Duration // how often the worker says it is alive
-	LostAfter         time.Duration // a worker silent this long is dead: its jobs are reaped
-	ControlPoll       time.Duration // how often running jobs' rows are checked for cancels
-	Reconcile         time.Duration // how often pending jobs are checked against Redis
-	ItemBatch         int
-	ItemFlush         time.Duration
-	LogFlush          time.Duration
-}
+// Config is the worker's configuration; package config defines it and its
+// documented defaults, so that reading the environment needs no runtime
+// package.
+type Config = config.Worker
 
 // DefaultConfig returns the documented defaults.
-func DefaultConfig() Config {
-	return Config{
-		SpidersDir:        "./spiders",
-		Concurrency:       4,
-		CancelGrace:       10 * time.Second,
-		ShutdownTimeout:   30 * time.Second,
-		ScrapyCommand:     []string{"scrapy"},
-		ScrapyLogLevel:    "INFO",
-		TaskCheckInterval: 5 * time.Millisecond,
-		Heartbeat:         2 * time.Second,
-		LostAfter:         15 * time.Second,
-		ControlPoll:       time.Second,
-		Reconcile:         5 * time.Second,
-		ItemBatch:         5000,
-		ItemFlush:         100 * time.Millisecond,
-		LogFlush:          100 * time.Millisecond,
-	}
-}
+func DefaultConfig() Config { return config.DefaultWorker() }
 
 // Metrics is what the worker reports; see package metrics.
 type Metrics interface {
