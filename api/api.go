@@ -78,12 +78,12 @@ func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 	return s
 }
 
-// CacheKeys caches key lookups while a watch on key revocations, on its own
-// connection to dsn, is live; it runs until ctx ends. Without it every
-// request looks its key up.
-func (s *Server) CacheKeys(ctx context.Context, dsn string) error {
+// CacheKeys caches key lookups while a watch on key revocations, on a
+// connection of its own, is live; it runs until ctx ends, and its caller
+// waits for it. Without it every request looks its key up.
+func (s *Server) CacheKeys(ctx context.Context) error {
 	defer s.keys.setLive(false)
-	return db.WatchKeys(ctx, dsn, s.keys.clear, s.keys.setLive)
+	return s.db.WatchKeys(ctx, s.keys.clear, s.keys.setLive)
 }
 
 // KeyCacheLive reports whether key lookups are being cached now.

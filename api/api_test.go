@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/internal/testenv"
@@ -24,13 +26,15 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 type bundle struct {
 	t      *testing.T
 	db     *db.DB
+	sql    *sqlx.DB // fixtures and checks
 	queuer *tasks.Queuer
 	url    string
 }
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	store := testenv.DB(t)
+	dsn := testenv.DatabaseDSN(t)
+	store := testenv.Open(t, dsn)
 	rdb := testenv.Redis(t, testenv.RedisAPI)
 	q := tasks.NewQueuer(rdb)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -38,7 +42,7 @@ func setup(t *testing.T) *bundle {
 	t.Cleanup(apiSrv.Close)
 	srv := httptest.NewServer(apiSrv.Handler())
 	t.Cleanup(srv.Close)
-	return &bundle{t: t, db: store, queuer: q, url: srv.URL}
+	return &bundle{t: t, db: store, sql: testenv.SQL(t, dsn), queuer: q, url: srv.URL}
 }
 
 // user makes a user with a fresh key.
@@ -171,7 +175,7 @@ func TestAuthentication(t *testing.T) {
 	b.mustStatus(b.do("GET", "/api/v1/jobs", key, ""), 401)
 	// The key is stored only as a hash.
 	var stored int
-	b.db.QueryRow(`SELECT count(*) FROM api_keys WHERE key_hash = $1`, []byte(key)).Scan(&stored)
+	b.sql.QueryRow(`SELECT count(*) FROM api_keys WHERE key_hash = $1`, []byte(key)).Scan(&stored)
 	if stored != 0 {
 		t.Fatal("key stored in clear")
 	}

@@ -66,7 +66,7 @@ func TestCreateJobValidation(t *testing.T) {
 	}
 	// Nothing of all that left a row behind.
 	var n int
-	b.db.QueryRow(`SELECT count(*) FROM jobs`).Scan(&n)
+	b.sql.QueryRow(`SELECT count(*) FROM jobs`).Scan(&n)
 	if n != 0 {
 		t.Fatalf("%d job rows after refused requests", n)
 	}
@@ -268,7 +268,7 @@ func TestCancelJob(t *testing.T) {
 
 	for _, final := range []string{"finished", "error"} {
 		id := b.job(key, `{"spider_name":"s"}`)
-		if _, err := b.db.Exec(`UPDATE jobs SET status = $2, finished_at = now() WHERE id = $1`, id, final); err != nil {
+		if _, err := b.sql.Exec(`UPDATE jobs SET status = $2, finished_at = now() WHERE id = $1`, id, final); err != nil {
 			t.Fatal(err)
 		}
 		b.mustStatus(b.do("DELETE", "/api/v1/jobs/"+id, key, ""), 409).errorMessage(t)

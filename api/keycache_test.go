@@ -28,8 +28,14 @@ func TestKeyCacheRevocation(t *testing.T) {
 	srv := api.New(store, tasks.NewQueuer(testenv.Redis(t, testenv.RedisAPI)), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go srv.CacheKeys(ctx, dsn)
+	watched := make(chan error, 1)
+	go func() { watched <- srv.CacheKeys(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-watched; err != nil {
+			t.Errorf("key watch: %v", err)
+		}
+	}()
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
 	b := &bundle{t: t, db: store, url: hs.URL}
@@ -46,11 +52,11 @@ func TestKeyCacheRevocation(t *testing.T) {
 	b.mustStatus(b.do("GET", "/api/v1/spiders", k2, ""), 200)
 
 	// A revocation that bypasses the trigger is not seen: proof of the cache.
-	if _, err := store.Exec(`ALTER TABLE api_keys DISABLE TRIGGER api_keys_changed`); err != nil {
+	if _, err := testenv.SQL(t, dsn).Exec(`ALTER TABLE api_keys DISABLE TRIGGER api_keys_changed`); err != nil {
 		t.Fatal(err)
 	}
 	store.RevokeAPIKey(context.Background(), k1)
-	if _, err := store.Exec(`ALTER TABLE api_keys ENABLE TRIGGER api_keys_changed`); err != nil {
+	if _, err := testenv.SQL(t, dsn).Exec(`ALTER TABLE api_keys ENABLE TRIGGER api_keys_changed`); err != nil {
 		t.Fatal(err)
 	}
 	b.mustStatus(b.do("GET", "/api/v1/spiders", k1, ""), 200)

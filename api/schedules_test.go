@@ -334,7 +334,7 @@ func TestSchedulePatchRecomputesNextRun(t *testing.T) {
 	// Make it due, as it would be a moment before the scheduler's tick:
 	// an edit of anything but the timing keeps that fire.
 	due := time.Now().Add(-time.Second).UTC().Truncate(time.Second)
-	if _, err := b.db.Exec(`UPDATE schedules SET next_run_at = $2 WHERE id = $1`, sc.ID, due); err != nil {
+	if _, err := b.sql.Exec(`UPDATE schedules SET next_run_at = $2 WHERE id = $1`, sc.ID, due); err != nil {
 		t.Fatal(err)
 	}
 	for _, body := range []string{`{"arguments":{"a":1}}`, `{"no_overlap":true}`, `{"timeout_seconds":5}`, `{"enabled":true}`, `{"cron":"0 0 1 1 *"}`} {

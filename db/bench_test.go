@@ -23,7 +23,8 @@ import (
 // keyStore is a store with 1000 users' keys, and one key to look up.
 func keyStore(b *testing.B) (*db.DB, string) {
 	b.Helper()
-	store := testenv.DB(b)
+	dsn := testenv.DatabaseDSN(b)
+	store := testenv.Open(b, dsn)
 	ctx := context.Background()
 	var key string
 	for i := range 1000 {
@@ -39,7 +40,7 @@ func keyStore(b *testing.B) (*db.DB, string) {
 			key = k
 		}
 	}
-	if _, err := store.ExecContext(ctx, `ANALYZE api_keys`); err != nil {
+	if _, err := testenv.SQL(b, dsn).ExecContext(ctx, `ANALYZE api_keys`); err != nil {
 		b.Fatal(err)
 	}
 	return store, key
@@ -75,9 +76,9 @@ func BenchmarkUserByKey(b *testing.B) {
 }
 
 // BenchmarkRoundTripRaw is the raw baseline: the cheapest statements
-// Postgres can answer, over the same pool.
+// Postgres can answer, over a plain pool of the same driver.
 func BenchmarkRoundTripRaw(b *testing.B) {
-	store := testenv.DB(b)
+	store := testenv.SQL(b, testenv.DatabaseDSN(b))
 	ctx := context.Background()
 	b.Run("select1", func(b *testing.B) {
 		var n int

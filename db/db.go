@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -24,20 +25,38 @@ import (
 //go:embed migrations/*.up.sql
 var migrations embed.FS
 
-// DB is the store. Its methods are safe for concurrent use.
+// DB is the store. Its methods are safe for concurrent use. Its pool is
+// its own: every statement runs through the methods of this package.
 type DB struct {
-	*sqlx.DB
+	pool  *sqlx.DB
+	dsn   string
 	stmts sync.Map // query text -> *sqlx.Stmt, see stmt.go
 }
 
-// Open connects to the database at dsn and checks that it answers.
-func Open(ctx context.Context, dsn string) (*DB, error) {
+// DefaultMaxConns is the pool size of a store opened without MaxConns.
+const DefaultMaxConns = 20
+
+// Option changes how Open sets up the store.
+type Option func(*options)
+
+type options struct{ maxConns int }
+
+// MaxConns bounds the store's connections to Postgres (open and idle).
+func MaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
+
+// Open connects to the database at dsn and checks that it answers. The pool
+// is sized here and nowhere else.
+func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
+	o := options{maxConns: DefaultMaxConns}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	x, err := sqlx.Open("postgres", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	x.SetMaxOpenConns(32)
-	x.SetMaxIdleConns(32)
+	x.SetMaxOpenConns(o.maxConns)
+	x.SetMaxIdleConns(o.maxConns)
 	x.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -45,8 +64,14 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		x.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &DB{DB: x}, nil
+	return &DB{pool: x, dsn: dsn}, nil
 }
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error { return d.pool.PingContext(ctx) }
+
+// Stats returns the pool's statistics, for metrics.
+func (d *DB) Stats() sql.DBStats { return d.pool.Stats() }
 
 // adminConn opens a connection to the server's "postgres" database and
 // returns it with the database name that dsn names.
@@ -95,6 +120,20 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	return nil
 }
 
+// CopyDatabase creates the database named in dsn as a copy of the
+// database template on the same server (tests copy a migrated template).
+func CopyDatabase(ctx context.Context, dsn, template string) error {
+	x, name, err := adminConn(dsn)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	if _, err := x.ExecContext(ctx, "CREATE DATABASE "+pq.QuoteIdentifier(name)+" TEMPLATE "+pq.QuoteIdentifier(template)); err != nil {
+		return fmt.Errorf("create database %q from %q: %w", name, template, err)
+	}
+	return nil
+}
+
 // DropDatabase drops the database named in dsn; tests use it to clean up.
 func DropDatabase(ctx context.Context, dsn string) error {
 	x, name, err := adminConn(dsn)
@@ -115,7 +154,7 @@ const migrateLock = 7340521
 // Migrate applies every embedded migration not yet recorded in
 // schema_migrations, each in its own transaction. It returns the names applied.
 func (d *DB) Migrate(ctx context.Context) ([]string, error) {
-	conn, err := d.Conn(ctx)
+	conn, err := d.pool.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -170,7 +209,7 @@ func (d *DB) Migrate(ctx context.Context) ([]string, error) {
 
 // inTx runs fn in a transaction, committing when it returns nil.
 func (d *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	tx, err := d.BeginTxx(ctx, nil)
+	tx, err := d.pool.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -184,8 +223,20 @@ func (d *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return nil
 }
 
+// canonicalID reports whether id is a UUID in canonical form (lowercase,
+// hyphenated). Other spellings Postgres would accept (braces, urn:uuid:,
+// upper case) name nothing of ours: callers answer not-found for them.
+func canonicalID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
 // translate turns driver errors into domain errors at the edge: a missing
-// row becomes not-found, a unique violation a conflict.
+// row becomes not-found with the message given; a data exception (bad input
+// that got past validation) invalid input, without Postgres' own text; an
+// unreachable database unavailable. Other errors are returned as they are,
+// for the caller to wrap. A unique violation is the caller's to name (see
+// isUniqueViolation): its detail is Postgres' text, never a client's.
 func translate(err error, notFound string) error {
 	var pqErr *pq.Error
 	switch {
@@ -193,11 +244,8 @@ func translate(err error, notFound string) error {
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
 		return scrapethis.Errorf(scrapethis.ENotFound, "%s", notFound)
-	case errors.As(err, &pqErr) && pqErr.Code == "23505":
-		return scrapethis.Errorf(scrapethis.EConflict, "%s", pqErr.Detail)
 	case errors.As(err, &pqErr) && pqErr.Code.Class() == "22":
-		// A data exception is bad input that got past validation.
-		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid input: %s", pqErr.Message)
+		return fmt.Errorf("%w: %w", scrapethis.Errorf(scrapethis.EInvalid, "Invalid input"), err)
 	}
 	return err
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -88,49 +87,13 @@ const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_
 	j.status, j.arguments, j.timeout_seconds, j.items_scraped, j.error, j.schedule_id, j.scheduled_for,
 	j.worker_id, j.attempts, j.cancel_requested_at, j.created_at, j.started_at, j.finished_at`
 
-// CreateJob inserts a pending job for one of the user's live spiders, in
-// one statement: a spider that is missing or not the user's inserts nothing
-// and answers not-found.
-func (d *DB) CreateJob(ctx context.Context, nj scrapethis.NewJob) (scrapethis.Job, error) {
-	if _, err := uuid.Parse(nj.SpiderID); err != nil {
-		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
-	}
-	args := nj.Arguments
-	if len(args) == 0 {
-		args = json.RawMessage(`{}`)
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return scrapethis.Job{}, fmt.Errorf("new job id: %w", err)
-	}
-	var r jobRow
-	err = d.GetContext(ctx, &r, `
-		WITH s AS (
-			SELECT id, name, repo_path FROM spiders WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL
-		), j AS (
-			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for)
-			SELECT $1, $3, s.id, $4, $5, $6, $7 FROM s
-			RETURNING *
-		)
-		SELECT `+jobColumns+` FROM j JOIN s ON s.id = j.spider_id`,
-		id.String(), nj.SpiderID, nj.UserID, []byte(args), nj.TimeoutSeconds, nj.ScheduleID, nj.ScheduledFor)
-	if err != nil {
-		err = translate(err, "Spider not found")
-		if scrapethis.ErrorCode(err) == scrapethis.EInternal {
-			err = fmt.Errorf("create job: %w", err)
-		}
-		return scrapethis.Job{}, err
-	}
-	return r.toJob(), nil
-}
-
 // Job returns the user's job with the id.
 func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error) {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
 	}
 	var r jobRow
-	err := d.GetContext(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
 		WHERE j.id = $1 AND j.user_id = $2`, id, userID)
 	if err != nil {
 		return scrapethis.Job{}, translate(err, "Job not found")
@@ -141,7 +104,7 @@ func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error)
 // JobByID returns a job whoever owns it; workers use it.
 func (d *DB) JobByID(ctx context.Context, id string) (scrapethis.Job, error) {
 	var r jobRow
-	err := d.GetContext(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
 		WHERE j.id = $1`, id)
 	if err != nil {
 		return scrapethis.Job{}, translate(err, "Job not found")
@@ -176,7 +139,7 @@ func (d *DB) Jobs(ctx context.Context, f scrapethis.JobFilter) ([]scrapethis.Job
 	query := `SELECT ` + jobColumns + ` FROM jobs j JOIN spiders s ON s.id = j.spider_id
 		WHERE ` + strings.Join(where, " AND ") + fmt.Sprintf(` ORDER BY j.created_at DESC, j.id DESC LIMIT $%d`, len(args))
 	var rows []jobRow
-	if err := d.SelectContext(ctx, &rows, query, args...); err != nil {
+	if err := d.sel(ctx, &rows, query, args...); err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	out := make([]scrapethis.Job, len(rows))
@@ -191,10 +154,10 @@ func (d *DB) Jobs(ctx context.Context, f scrapethis.JobFilter) ([]scrapethis.Job
 // cancel_requested_at set until its worker stops the spider. The job is
 // returned as it stands after; a job already final is returned unchanged.
 func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, error) {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
 	}
-	_, err := d.ExecContext(ctx, `
+	_, err := d.exec(ctx, `
 		UPDATE jobs SET
 			status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
 			error = CASE WHEN status = 'pending' THEN $3 ELSE error END,
@@ -211,7 +174,7 @@ func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, 
 // (created_at, id) order after the cursor; the reconciler walks it.
 func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error) {
 	var rows []jobRow
-	err := d.SelectContext(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
 		WHERE j.status = 'pending' AND j.created_at < $1 AND (j.created_at, j.id) > ($2, $3)
 		ORDER BY j.created_at, j.id LIMIT $4`, olderThan, after.CreatedAt, after.ID, limit)
 	if err != nil {
@@ -229,7 +192,7 @@ func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderT
 // duplicate delivery, a cancel, a final job): then nothing must run.
 func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job, bool, error) {
 	var r jobRow
-	err := d.GetContext(ctx, &r, `
+	err := d.get(ctx, &r, `
 		WITH j AS (
 			UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
 			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL
@@ -251,7 +214,7 @@ func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job,
 // is no longer the worker's or no longer running is left as it is and
 // false is returned: a final status is never overwritten.
 func (d *DB) FinishJob(ctx context.Context, id, workerID string, status scrapethis.Status, reason *string) (bool, error) {
-	res, err := d.ExecContext(ctx, `
+	res, err := d.exec(ctx, `
 		UPDATE jobs SET
 			status = CASE WHEN cancel_requested_at IS NULL THEN $3 ELSE 'cancelled' END,
 			error = CASE WHEN cancel_requested_at IS NULL THEN $4 ELSE $5 END,
@@ -308,7 +271,7 @@ type JobControl struct {
 // query for all of a worker's running jobs.
 func (d *DB) JobControls(ctx context.Context, ids []string) ([]JobControl, error) {
 	var out []JobControl
-	err := d.SelectContext(ctx, &out, `SELECT id, status, worker_id, cancel_requested_at IS NOT NULL AS cancel_requested
+	err := d.sel(ctx, &out, `SELECT id, status, worker_id, cancel_requested_at IS NOT NULL AS cancel_requested
 		FROM jobs WHERE id = ANY($1)`, pq.Array(ids))
 	if err != nil {
 		return nil, fmt.Errorf("job controls: %w", err)
@@ -334,7 +297,7 @@ func (d *DB) AppendItems(ctx context.Context, jobID, workerID string, firstSeq i
 	var err error
 	if len(items) < copyMin {
 		var res sql.Result
-		res, err = d.ExecContext(ctx, `
+		res, err = d.exec(ctx, `
 			WITH up AS (
 				UPDATE jobs SET items_scraped = items_scraped + $4
 				WHERE id = $1 AND worker_id = $2 AND status = 'running'
@@ -379,7 +342,7 @@ func (d *DB) AppendLogs(ctx context.Context, jobID string, firstSeq int64, lines
 	}
 	var err error
 	if len(lines) < copyMin {
-		_, err = d.ExecContext(ctx, `INSERT INTO job_logs (job_id, seq, line)
+		_, err = d.exec(ctx, `INSERT INTO job_logs (job_id, seq, line)
 			SELECT $1, $2 + t.i - 1, t.l FROM unnest($3::text[]) WITH ORDINALITY AS t(l, i)`,
 			jobID, firstSeq, pq.Array(lines))
 	} else {
@@ -402,7 +365,7 @@ func (d *DB) AppendLogs(ctx context.Context, jobID string, firstSeq int64, lines
 // re-run appends after the earlier attempt's lines.
 func (d *DB) LogSeq(ctx context.Context, jobID string) (int64, error) {
 	var n int64
-	err := d.QueryRowContext(ctx, `SELECT COALESCE(max(seq) + 1, 0) FROM job_logs WHERE job_id = $1`, jobID).Scan(&n)
+	err := d.get(ctx, &n, `SELECT COALESCE(max(seq) + 1, 0) FROM job_logs WHERE job_id = $1`, jobID)
 	if err != nil {
 		return 0, fmt.Errorf("log seq: %w", err)
 	}
@@ -438,7 +401,7 @@ func isUniqueViolation(err error) bool {
 // EachItem calls fn with each stored item of a job in scrape order,
 // streaming rows rather than loading them all.
 func (d *DB) EachItem(ctx context.Context, jobID string, fn func(data []byte) error) error {
-	rows, err := d.QueryContext(ctx, `SELECT data FROM job_items WHERE job_id = $1 ORDER BY seq`, jobID)
+	rows, err := d.query(ctx, `SELECT data FROM job_items WHERE job_id = $1 ORDER BY seq`, jobID)
 	if err != nil {
 		return fmt.Errorf("read items: %w", err)
 	}
@@ -464,7 +427,7 @@ type LogLine struct {
 // Logs returns up to limit log lines of a job after seq afterSeq.
 func (d *DB) Logs(ctx context.Context, jobID string, afterSeq int64, limit int) ([]LogLine, error) {
 	var out []LogLine
-	err := d.SelectContext(ctx, &out, `SELECT seq, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+	err := d.sel(ctx, &out, `SELECT seq, line FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
 		jobID, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read logs: %w", err)
@@ -474,7 +437,7 @@ func (d *DB) Logs(ctx context.Context, jobID string, afterSeq int64, limit int) 
 
 // Heartbeat records that the worker is alive.
 func (d *DB) Heartbeat(ctx context.Context, workerID, hostname string, pid, concurrency int) error {
-	_, err := d.ExecContext(ctx, `
+	_, err := d.exec(ctx, `
 		INSERT INTO workers (id, hostname, pid, concurrency) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, workerID, hostname, pid, concurrency)
 	if err != nil {
@@ -485,7 +448,7 @@ func (d *DB) Heartbeat(ctx context.Context, workerID, hostname string, pid, conc
 
 // RemoveWorker forgets a worker that stopped cleanly.
 func (d *DB) RemoveWorker(ctx context.Context, workerID string) error {
-	_, err := d.ExecContext(ctx, `DELETE FROM workers WHERE id = $1`, workerID)
+	_, err := d.exec(ctx, `DELETE FROM workers WHERE id = $1`, workerID)
 	if err != nil {
 		return fmt.Errorf("remove worker: %w", err)
 	}
@@ -505,7 +468,7 @@ type LostJob struct {
 // was requested. It returns the jobs it ended.
 func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]LostJob, error) {
 	var ids []LostJob
-	err := d.SelectContext(ctx, &ids, `
+	err := d.sel(ctx, &ids, `
 		UPDATE jobs j SET
 			status = CASE WHEN cancel_requested_at IS NULL THEN 'error' ELSE 'cancelled' END,
 			error = CASE WHEN cancel_requested_at IS NULL THEN $2 ELSE $3 END,
@@ -516,7 +479,7 @@ func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]Lost
 	if err != nil {
 		return nil, fmt.Errorf("reap lost jobs: %w", err)
 	}
-	if _, err := d.ExecContext(ctx, `DELETE FROM workers WHERE heartbeat_at < now() - interval '1 hour'`); err != nil {
+	if _, err := d.exec(ctx, `DELETE FROM workers WHERE heartbeat_at < now() - interval '1 hour'`); err != nil {
 		return ids, fmt.Errorf("forget dead workers: %w", err)
 	}
 	return ids, nil

@@ -17,8 +17,8 @@ const keysChannel = "scrapethis_api_keys"
 // each reconnect, together with changed, since a revocation may have been
 // missed while it was down), live(false) as soon as the connection drops,
 // and changed for every revocation or deletion of a key.
-func WatchKeys(ctx context.Context, dsn string, changed func(), live func(bool)) error {
-	l := pq.NewListener(dsn, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
+func (d *DB) WatchKeys(ctx context.Context, changed func(), live func(bool)) error {
+	l := pq.NewListener(d.dsn, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
 		if ev == pq.ListenerEventDisconnected || ev == pq.ListenerEventConnectionAttemptFailed {
 			live(false)
 		}

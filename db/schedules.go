@@ -76,7 +76,7 @@ func scheduleArgs(a json.RawMessage) []byte {
 // and answers not-found. The caller has validated the spec and computed
 // NextRunAt.
 func (d *DB) CreateSchedule(ctx context.Context, sc scrapethis.Schedule) (scrapethis.Schedule, error) {
-	if _, err := uuid.Parse(sc.SpiderID); err != nil {
+	if !canonicalID(sc.SpiderID) {
 		return scrapethis.Schedule{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
 	}
 	id, err := uuid.NewV7()
@@ -84,7 +84,7 @@ func (d *DB) CreateSchedule(ctx context.Context, sc scrapethis.Schedule) (scrape
 		return scrapethis.Schedule{}, fmt.Errorf("new schedule id: %w", err)
 	}
 	var r scheduleRow
-	err = d.GetContext(ctx, &r, `
+	err = d.get(ctx, &r, `
 		WITH s AS (
 			SELECT id, name FROM spiders WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL
 		), sc AS (
@@ -106,13 +106,17 @@ func (d *DB) CreateSchedule(ctx context.Context, sc scrapethis.Schedule) (scrape
 	return r.toSchedule(), nil
 }
 
+// getFunc runs a query for one row: (*DB).get, through prepared
+// statements, or a transaction's GetContext.
+type getFunc func(ctx context.Context, dest any, query string, args ...any) error
+
 // Schedule returns the user's schedule with the id.
 func (d *DB) Schedule(ctx context.Context, userID, id string) (scrapethis.Schedule, error) {
-	return getSchedule(ctx, d.DB, userID, id, false)
+	return getSchedule(ctx, d.get, userID, id, false)
 }
 
-func getSchedule(ctx context.Context, q sqlx.QueryerContext, userID, id string, forUpdate bool) (scrapethis.Schedule, error) {
-	if _, err := uuid.Parse(id); err != nil {
+func getSchedule(ctx context.Context, get getFunc, userID, id string, forUpdate bool) (scrapethis.Schedule, error) {
+	if !canonicalID(id) {
 		return scrapethis.Schedule{}, scrapethis.Errorf(scrapethis.ENotFound, errScheduleNotFound)
 	}
 	query := `SELECT ` + scheduleColumns + ` FROM schedules sc JOIN spiders s ON s.id = sc.spider_id
@@ -121,7 +125,7 @@ func getSchedule(ctx context.Context, q sqlx.QueryerContext, userID, id string, 
 		query += ` FOR UPDATE OF sc`
 	}
 	var r scheduleRow
-	if err := sqlx.GetContext(ctx, q, &r, query, id, userID); err != nil {
+	if err := get(ctx, &r, query, id, userID); err != nil {
 		err = translate(err, errScheduleNotFound)
 		if scrapethis.ErrorCode(err) == scrapethis.EInternal {
 			err = fmt.Errorf("read schedule: %w", err)
@@ -134,7 +138,7 @@ func getSchedule(ctx context.Context, q sqlx.QueryerContext, userID, id string, 
 // Schedules lists the user's schedules, newest first.
 func (d *DB) Schedules(ctx context.Context, userID string) ([]scrapethis.Schedule, error) {
 	var rows []scheduleRow
-	err := d.SelectContext(ctx, &rows, `SELECT `+scheduleColumns+` FROM schedules sc JOIN spiders s ON s.id = sc.spider_id
+	err := d.sel(ctx, &rows, `SELECT `+scheduleColumns+` FROM schedules sc JOIN spiders s ON s.id = sc.spider_id
 		WHERE sc.user_id = $1 ORDER BY sc.created_at DESC, sc.id DESC`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("list schedules: %w", err)
@@ -153,7 +157,7 @@ func (d *DB) Schedules(ctx context.Context, userID string) ([]scrapethis.Schedul
 func (d *DB) UpdateSchedule(ctx context.Context, userID, id string, fn func(*scrapethis.Schedule) error) (scrapethis.Schedule, error) {
 	var out scrapethis.Schedule
 	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
-		sc, err := getSchedule(ctx, tx, userID, id, true)
+		sc, err := getSchedule(ctx, tx.GetContext, userID, id, true)
 		if err != nil {
 			return err
 		}
@@ -183,10 +187,10 @@ func (d *DB) UpdateSchedule(ctx context.Context, userID, id string, fn func(*scr
 // DeleteSchedule deletes the user's schedule. Its jobs stay, with their
 // schedule_id set to null by the foreign key.
 func (d *DB) DeleteSchedule(ctx context.Context, userID, id string) error {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return scrapethis.Errorf(scrapethis.ENotFound, errScheduleNotFound)
 	}
-	res, err := d.ExecContext(ctx, `DELETE FROM schedules WHERE id = $1 AND user_id = $2`, id, userID)
+	res, err := d.exec(ctx, `DELETE FROM schedules WHERE id = $1 AND user_id = $2`, id, userID)
 	if err != nil {
 		return fmt.Errorf("delete schedule: %w", err)
 	}
@@ -362,29 +366,20 @@ func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome) error {
 			return advanceSchedule(ctx, tx, sc.ID, o.Fire.Next, nil)
 		}
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return fmt.Errorf("new job id: %w", err)
-	}
-	var r jobRow
-	err = tx.GetContext(ctx, &r, `
-		WITH j AS (
-			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for)
-			SELECT $1, sc.user_id, sc.spider_id, sc.arguments, sc.timeout_seconds, sc.id, $3
-			FROM schedules sc JOIN spiders s ON s.id = sc.spider_id AND s.deleted_at IS NULL
-			WHERE sc.id = $2
-			ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
-			RETURNING *
-		)
-		SELECT `+jobColumns+` FROM j JOIN spiders s ON s.id = j.spider_id`, id.String(), sc.ID, o.Fire.At)
+	at := o.Fire.At
+	jobs, errs, err := insertJobs(ctx, tx.SelectContext, []scrapethis.NewJob{{
+		UserID: sc.UserID, SpiderID: sc.SpiderID, Arguments: sc.Arguments, TimeoutSeconds: sc.TimeoutSeconds,
+		ScheduleID: &sc.ID, ScheduledFor: &at,
+	}})
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		o.Duplicate = true
-		return advanceSchedule(ctx, tx, sc.ID, o.Fire.Next, nil)
 	case err != nil:
 		return fmt.Errorf("fire schedule %s: insert job: %w", sc.ID, err)
+	case errs[0] != nil:
+		// A job for this fire time exists already (or the spider is gone).
+		o.Duplicate = true
+		return advanceSchedule(ctx, tx, sc.ID, o.Fire.Next, nil)
 	}
-	job := r.toJob()
+	job := jobs[0]
 	o.Job = &job
 	return advanceSchedule(ctx, tx, sc.ID, o.Fire.Next, &o.Fire.At)
 }

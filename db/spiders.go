@@ -3,85 +3,91 @@ package db
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/scrapethis/scrapethis"
 )
 
 const spiderColumns = `id, user_id, name, repo_path, created_at`
 
+// spiderRow is a spider as SQL sees it.
+type spiderRow struct {
+	ID        string    `db:"id"`
+	UserID    string    `db:"user_id"`
+	Name      string    `db:"name"`
+	RepoPath  string    `db:"repo_path"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+func (r spiderRow) toSpider() scrapethis.Spider {
+	return scrapethis.Spider{ID: r.ID, UserID: r.UserID, Name: r.Name, RepoPath: r.RepoPath, CreatedAt: r.CreatedAt}
+}
+
 // CreateSpider registers a spider; a live spider of the same name for the
 // same user is a conflict.
 func (d *DB) CreateSpider(ctx context.Context, userID, name, repoPath string) (scrapethis.Spider, error) {
-	var s scrapethis.Spider
-	err := d.QueryRowxContext(ctx, `
+	var r spiderRow
+	err := d.get(ctx, &r, `
 		INSERT INTO spiders (id, user_id, name, repo_path) VALUES ($1, $2, $3, $4)
-		RETURNING `+spiderColumns, uuid.NewString(), userID, name, repoPath).
-		Scan(&s.ID, &s.UserID, &s.Name, &s.RepoPath, &s.CreatedAt)
-	if err := translate(err, "Spider not found"); err != nil {
-		if scrapethis.ErrorCode(err) == scrapethis.EConflict {
-			return s, scrapethis.Errorf(scrapethis.EConflict, "A spider named %q already exists", name)
-		}
-		return s, fmt.Errorf("create spider: %w", err)
+		RETURNING `+spiderColumns, uuid.NewString(), userID, name, repoPath)
+	if isUniqueViolation(err) {
+		return scrapethis.Spider{}, scrapethis.Errorf(scrapethis.EConflict, "A spider named %q already exists", name)
 	}
-	return s, nil
+	if err := translate(err, "Spider not found"); err != nil {
+		return scrapethis.Spider{}, fmt.Errorf("create spider: %w", err)
+	}
+	return r.toSpider(), nil
 }
 
 // Spider returns the user's live spider with the id.
 func (d *DB) Spider(ctx context.Context, userID, id string) (scrapethis.Spider, error) {
-	var s scrapethis.Spider
-	if _, err := uuid.Parse(id); err != nil {
-		return s, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+	if !canonicalID(id) {
+		return scrapethis.Spider{}, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
 	}
-	err := d.QueryRowxContext(ctx, `SELECT `+spiderColumns+` FROM spiders
-		WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID).
-		Scan(&s.ID, &s.UserID, &s.Name, &s.RepoPath, &s.CreatedAt)
-	return s, translate(err, "Spider not found")
+	var r spiderRow
+	err := d.get(ctx, &r, `SELECT `+spiderColumns+` FROM spiders
+		WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, id, userID)
+	return r.toSpider(), translate(err, "Spider not found")
 }
 
 // SpiderByName returns the user's live spider with the name.
 func (d *DB) SpiderByName(ctx context.Context, userID, name string) (scrapethis.Spider, error) {
-	var s scrapethis.Spider
-	err := d.QueryRowxContext(ctx, `SELECT `+spiderColumns+` FROM spiders
-		WHERE name = $1 AND user_id = $2 AND deleted_at IS NULL`, name, userID).
-		Scan(&s.ID, &s.UserID, &s.Name, &s.RepoPath, &s.CreatedAt)
-	return s, translate(err, "Spider not found")
+	var r spiderRow
+	err := d.get(ctx, &r, `SELECT `+spiderColumns+` FROM spiders
+		WHERE name = $1 AND user_id = $2 AND deleted_at IS NULL`, name, userID)
+	return r.toSpider(), translate(err, "Spider not found")
 }
 
 // Spiders lists the user's live spiders, newest first.
 func (d *DB) Spiders(ctx context.Context, userID string) ([]scrapethis.Spider, error) {
-	rows, err := d.QueryxContext(ctx, `SELECT `+spiderColumns+` FROM spiders
-		WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC`, userID)
-	if err != nil {
+	var rows []spiderRow
+	if err := d.sel(ctx, &rows, `SELECT `+spiderColumns+` FROM spiders
+		WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id DESC`, userID); err != nil {
 		return nil, fmt.Errorf("list spiders: %w", err)
 	}
-	defer rows.Close()
-	out := []scrapethis.Spider{}
-	for rows.Next() {
-		var s scrapethis.Spider
-		if err := rows.Scan(&s.ID, &s.UserID, &s.Name, &s.RepoPath, &s.CreatedAt); err != nil {
-			return nil, fmt.Errorf("list spiders: %w", err)
-		}
-		out = append(out, s)
+	out := make([]scrapethis.Spider, len(rows))
+	for i, r := range rows {
+		out[i] = r.toSpider()
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeleteSpider soft-deletes the user's spider and deletes its schedules.
 // A spider with pending or running jobs is a conflict: cancel them first.
 // Its finished jobs keep pointing at it, so their history stays readable.
 func (d *DB) DeleteSpider(ctx context.Context, userID, id string) error {
-	if _, err := uuid.Parse(id); err != nil {
+	if !canonicalID(id) {
 		return scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
 	}
-	tx, err := d.BeginTxx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("delete spider: %w", err)
-	}
-	defer tx.Rollback()
+	return d.inTx(ctx, func(tx *sqlx.Tx) error { return deleteSpider(ctx, tx, userID, id) })
+}
+
+func deleteSpider(ctx context.Context, tx *sqlx.Tx, userID, id string) error {
 	var sid string
-	err = tx.QueryRowContext(ctx, `SELECT id FROM spiders WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE`, id, userID).Scan(&sid)
+	err := tx.QueryRowContext(ctx, `SELECT id FROM spiders WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE`, id, userID).Scan(&sid)
 	if err != nil {
 		return translate(err, "Spider not found")
 	}
@@ -96,9 +102,6 @@ func (d *DB) DeleteSpider(ctx context.Context, userID, id string) error {
 		return fmt.Errorf("delete spider schedules: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE spiders SET deleted_at = now() WHERE id = $1`, id); err != nil {
-		return fmt.Errorf("delete spider: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("delete spider: %w", err)
 	}
 	return nil

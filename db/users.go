@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -22,17 +23,28 @@ func HashKey(key string) []byte {
 	return sum[:]
 }
 
+// userRow is a user as SQL sees it.
+type userRow struct {
+	ID        string    `db:"id"`
+	Email     string    `db:"email"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+func (r userRow) toUser() scrapethis.User {
+	return scrapethis.User{ID: r.ID, Email: r.Email, CreatedAt: r.CreatedAt}
+}
+
 // EnsureUser returns the user with the email, creating it if new.
 func (d *DB) EnsureUser(ctx context.Context, email string) (scrapethis.User, error) {
-	var u scrapethis.User
-	err := d.QueryRowxContext(ctx, `
+	var r userRow
+	err := d.get(ctx, &r, `
 		INSERT INTO users (id, email) VALUES ($1, $2)
 		ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
-		RETURNING id, email, created_at`, uuid.NewString(), email).Scan(&u.ID, &u.Email, &u.CreatedAt)
+		RETURNING id, email, created_at`, uuid.NewString(), email)
 	if err != nil {
-		return u, fmt.Errorf("ensure user %q: %w", email, err)
+		return scrapethis.User{}, fmt.Errorf("ensure user %q: %w", email, err)
 	}
-	return u, nil
+	return r.toUser(), nil
 }
 
 // CreateAPIKey makes a new random key for the user and stores only its
@@ -44,7 +56,7 @@ func (d *DB) CreateAPIKey(ctx context.Context, userID, name string) (id, key str
 	}
 	key = KeyPrefix + base64.RawURLEncoding.EncodeToString(buf)
 	id = uuid.NewString()
-	_, err = d.ExecContext(ctx, `
+	_, err = d.exec(ctx, `
 		INSERT INTO api_keys (id, user_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)`,
 		id, userID, name, key[:len(KeyPrefix)+6], HashKey(key))
 	if err != nil {
@@ -56,7 +68,7 @@ func (d *DB) CreateAPIKey(ctx context.Context, userID, name string) (id, key str
 // RevokeAPIKey revokes a key given the key itself or its id, and returns
 // how many keys it revoked.
 func (d *DB) RevokeAPIKey(ctx context.Context, keyOrID string) (int64, error) {
-	res, err := d.ExecContext(ctx, `UPDATE api_keys SET revoked_at = now()
+	res, err := d.exec(ctx, `UPDATE api_keys SET revoked_at = now()
 		WHERE revoked_at IS NULL AND (id::text = $1 OR key_hash = $2)`, keyOrID, HashKey(keyOrID))
 	if err != nil {
 		return 0, fmt.Errorf("revoke key: %w", err)
@@ -67,7 +79,7 @@ func (d *DB) RevokeAPIKey(ctx context.Context, keyOrID string) (int64, error) {
 
 // RevokeUserKeys revokes every key of the user with the email.
 func (d *DB) RevokeUserKeys(ctx context.Context, email string) (int64, error) {
-	res, err := d.ExecContext(ctx, `
+	res, err := d.exec(ctx, `
 		UPDATE api_keys SET revoked_at = now()
 		WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = $1)`, email)
 	if err != nil {
@@ -81,7 +93,7 @@ func (d *DB) RevokeUserKeys(ctx context.Context, email string) (int64, error) {
 // not-found error.
 func (d *DB) UserByKey(ctx context.Context, key string) (string, error) {
 	var userID string
-	err := d.QueryRowContext(ctx, `SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, HashKey(key)).Scan(&userID)
+	err := d.get(ctx, &userID, `SELECT user_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`, HashKey(key))
 	if err != nil {
 		return "", translate(err, "Invalid or missing API key")
 	}
@@ -90,7 +102,7 @@ func (d *DB) UserByKey(ctx context.Context, key string) (string, error) {
 
 // UserByEmail returns the user with the email.
 func (d *DB) UserByEmail(ctx context.Context, email string) (scrapethis.User, error) {
-	var u scrapethis.User
-	err := d.QueryRowxContext(ctx, `SELECT id, email, created_at FROM users WHERE email = $1`, email).Scan(&u.ID, &u.Email, &u.CreatedAt)
-	return u, translate(err, "User not found")
+	var r userRow
+	err := d.get(ctx, &r, `SELECT id, email, created_at FROM users WHERE email = $1`, email)
+	return r.toUser(), translate(err, "User not found")
 }

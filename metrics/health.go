@@ -15,7 +15,7 @@ const ReadyTimeout = 2 * time.Second
 
 // Pinger is Postgres as /readyz sees it: *db.DB, *sqlx.DB or *sql.DB.
 type Pinger interface {
-	PingContext(ctx context.Context) error
+	Ping(ctx context.Context) error
 }
 
 // RedisPinger is Redis as /readyz sees it: any go-redis client.
@@ -45,7 +45,7 @@ func Readyz(pg Pinger, rdb RedisPinger) http.Handler {
 		var pgErr, redisErr error
 		var wg sync.WaitGroup
 		wg.Add(2)
-		go func() { defer wg.Done(); pgErr = pg.PingContext(ctx) }()
+		go func() { defer wg.Done(); pgErr = pg.Ping(ctx) }()
 		go func() { defer wg.Done(); redisErr = rdb.Ping(ctx).Err() }()
 		wg.Wait()
 		body := readiness{Status: "ok", Postgres: state(pgErr), Redis: state(redisErr)}

@@ -120,10 +120,14 @@ func (m *Metrics) CollectQueues(inspector *asynq.Inspector) error {
 	return m.reg.Register(asynqmetrics.NewQueueMetricsCollector(inspector))
 }
 
+// PoolStats is what a connection pool reports; *db.DB has it.
+type PoolStats interface{ Stats() sql.DBStats }
+
 // CollectDBStats adds the Postgres connection pool's statistics
-// (go_sql_*, labelled db_name="scrapethis").
-func (m *Metrics) CollectDBStats(db *sql.DB) error {
-	return m.reg.Register(collectors.NewDBStatsCollector(db, "scrapethis"))
+// (go_sql_*, labelled db_name="scrapethis", as Prometheus' own database/sql
+// collector names them).
+func (m *Metrics) CollectDBStats(pool PoolStats) error {
+	return m.reg.Register(newPoolCollector(pool, "scrapethis"))
 }
 
 // Handler serves the registry in Prometheus' exposition formats. A

@@ -148,7 +148,7 @@ func setup(t *testing.T) *opsBundle {
 	if err := m.CollectQueues(queuer.Inspector()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.CollectDBStats(store.DB.DB); err != nil {
+	if err := m.CollectDBStats(store); err != nil {
 		t.Fatal(err)
 	}
 	srv := api.New(store, queuer, discard())

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/cronspec"
@@ -32,6 +34,7 @@ type bundle struct {
 	t      *testing.T
 	dsn    string
 	db     *db.DB
+	sql    *sqlx.DB // fixtures and checks
 	queuer *tasks.Queuer
 	log    *slog.Logger
 	user   scrapethis.User
@@ -43,7 +46,7 @@ func setupDB(t *testing.T) *bundle {
 	t.Helper()
 	dsn := testenv.DatabaseDSN(t)
 	store := openDB(t, dsn)
-	b := &bundle{t: t, dsn: dsn, db: store, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	b := &bundle{t: t, dsn: dsn, db: store, sql: testenv.SQL(t, dsn), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		b.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -134,7 +137,7 @@ type firedJob struct {
 func (b *bundle) jobs(scheduleID string) []firedJob {
 	b.t.Helper()
 	var out []firedJob
-	err := b.db.Select(&out, `SELECT id, status, scheduled_for, created_at FROM jobs WHERE schedule_id = $1 ORDER BY scheduled_for`, scheduleID)
+	err := b.sql.Select(&out, `SELECT id, status, scheduled_for, created_at FROM jobs WHERE schedule_id = $1 ORDER BY scheduled_for`, scheduleID)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -157,7 +160,7 @@ func (b *bundle) waitFor(what string, cond func() bool) {
 func (b *bundle) dbNow() time.Time {
 	b.t.Helper()
 	var now time.Time
-	if err := b.db.Get(&now, `SELECT now()`); err != nil {
+	if err := b.sql.Get(&now, `SELECT now()`); err != nil {
 		b.t.Fatal(err)
 	}
 	return now
@@ -166,7 +169,7 @@ func (b *bundle) dbNow() time.Time {
 // setDue makes a schedule due now, as if its next_run_at had just passed.
 func (b *bundle) setDue(id string, at time.Time) {
 	b.t.Helper()
-	if _, err := b.db.Exec(`UPDATE schedules SET next_run_at = $2 WHERE id = $1`, id, at); err != nil {
+	if _, err := b.sql.Exec(`UPDATE schedules SET next_run_at = $2 WHERE id = $1`, id, at); err != nil {
 		b.t.Fatal(err)
 	}
 }
@@ -214,7 +217,7 @@ func TestExactlyOnceWithManySchedulers(t *testing.T) {
 		ScheduledFor time.Time `db:"scheduled_for"`
 		N            int       `db:"n"`
 	}
-	if err := b.db.Select(&dups, `SELECT schedule_id, scheduled_for, count(*) AS n FROM jobs
+	if err := b.sql.Select(&dups, `SELECT schedule_id, scheduled_for, count(*) AS n FROM jobs
 		GROUP BY schedule_id, scheduled_for HAVING count(*) > 1`); err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +390,7 @@ func TestBadStoredSpecStops(t *testing.T) {
 	at := b.dbNow().Add(-time.Second).Truncate(time.Second)
 	bad := b.create("@every 1s", at, nil)
 	good := b.create("@every 1s", at, nil)
-	if _, err := b.db.Exec(`UPDATE schedules SET timezone = 'Mars/Olympus' WHERE id = $1`, bad.ID); err != nil {
+	if _, err := b.sql.Exec(`UPDATE schedules SET timezone = 'Mars/Olympus' WHERE id = $1`, bad.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.scheduler().Tick(context.Background()); err != nil {
@@ -569,7 +572,7 @@ func TestBacklogDrains(t *testing.T) {
 	b.run(schedule.New(cfg, openDB(t, b.dsn), b.queuer, b.log, nil))
 	b.waitFor("a job for every due schedule", func() bool {
 		var n int
-		if err := b.db.Get(&n, `SELECT count(DISTINCT schedule_id) FROM jobs`); err != nil {
+		if err := b.sql.Get(&n, `SELECT count(DISTINCT schedule_id) FROM jobs`); err != nil {
 			t.Fatal(err)
 		}
 		return n == len(ids)
@@ -593,7 +596,7 @@ func TestSurvivesLostConnections(t *testing.T) {
 	for range 2 {
 		b.waitFor("the scheduler's connection", func() bool {
 			var killed int
-			if err := b.db.Get(&killed, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			if err := b.sql.Get(&killed, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 				WHERE datname = current_database() AND application_name = 'scheduler-under-test'`); err != nil {
 				t.Fatal(err)
 			}

@@ -135,7 +135,7 @@ func TestPostgresOutageLosesNoItem(t *testing.T) {
 
 	u, _ := url.Parse(b.dsn)
 	name := strings.TrimPrefix(u.Path, "/")
-	admin := testenv.DB(t) // a connection to another database
+	admin := testenv.SQL(t, testenv.DatabaseDSN(t)) // a connection to another database
 	if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, name)); err != nil {
 		t.Fatal(err)
 	}

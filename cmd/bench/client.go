@@ -86,7 +86,7 @@ func (b *bench) waitFinal(ctx context.Context, id string, limit time.Duration) (
 	deadline := time.Now().Add(limit)
 	for {
 		var st string
-		if err := b.store.GetContext(ctx, &st, `SELECT status FROM jobs WHERE id = $1`, id); err != nil {
+		if err := b.sql.GetContext(ctx, &st, `SELECT status FROM jobs WHERE id = $1`, id); err != nil {
 			return "", err
 		}
 		switch st {

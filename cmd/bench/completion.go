@@ -116,7 +116,7 @@ func (b *bench) completionThroughput(ctx context.Context) error {
 	}
 	for {
 		var open int
-		if err := b.store.GetContext(ctx, &open, `SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')`); err != nil {
+		if err := b.sql.GetContext(ctx, &open, `SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')`); err != nil {
 			return err
 		}
 		if open == 0 {
@@ -130,7 +130,7 @@ func (b *bench) completionThroughput(ctx context.Context) error {
 	elapsed := time.Since(start)
 	used := b.cpuSince(ctx, snap)
 	var finished int
-	if err := b.store.GetContext(ctx, &finished, `SELECT count(*) FROM jobs WHERE spider_id = $1 AND status = 'finished' AND created_at >= $2`,
+	if err := b.sql.GetContext(ctx, &finished, `SELECT count(*) FROM jobs WHERE spider_id = $1 AND status = 'finished' AND created_at >= $2`,
 		b.spiders["noop"], start); err != nil {
 		return err
 	}

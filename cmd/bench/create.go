@@ -104,7 +104,7 @@ func (b *bench) createThroughput(ctx context.Context) error {
 			return err
 		}
 		job := scrapethis.Job{ID: id.String(), UserID: b.userID, SpiderID: spiderID, SpiderName: "noop"}
-		if _, err := b.store.ExecContext(ctx, `INSERT INTO jobs (id, user_id, spider_id, arguments) VALUES ($1, $2, $3, '{}')`,
+		if _, err := b.sql.ExecContext(ctx, `INSERT INTO jobs (id, user_id, spider_id, arguments) VALUES ($1, $2, $3, '{}')`,
 			job.ID, job.UserID, job.SpiderID); err != nil {
 			return err
 		}
@@ -162,7 +162,7 @@ func (b *bench) createThroughput(ctx context.Context) error {
 	b.res.add("create: UserByKey + CreateJob + Enqueue one by one, in-process", direct.rate(), "jobs/s", ptr(baseRate), true, nil, directNote)
 
 	// Nothing may run these: the worker starts on an empty queue.
-	if _, err := b.store.ExecContext(ctx, `TRUNCATE jobs CASCADE`); err != nil {
+	if _, err := b.sql.ExecContext(ctx, `TRUNCATE jobs CASCADE`); err != nil {
 		return err
 	}
 	return b.rdb.FlushDB(ctx).Err()

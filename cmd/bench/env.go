@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/jmoiron/sqlx"
 	"io"
 	"net"
 	"net/url"
@@ -34,6 +35,7 @@ type bench struct {
 	bin        string // absolute path of bin/scrapethis
 
 	store   *db.DB
+	sql     *sqlx.DB
 	rdb     redis.UniversalClient
 	ropt    *redis.Options
 	redisDB int
@@ -99,13 +101,15 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.store, err = db.Open(ctx, withAppName(b.opt.databaseURL))
+	if err == nil {
+		// Seeding and checks run their own SQL on a connection of their own.
+		b.sql, err = sqlx.Open("postgres", withAppName(b.opt.databaseURL))
+	}
 	if err != nil {
 		return err
 	}
 	// The API and the worker hold up to 32 connections each: leave room
 	// under Postgres's default max_connections of 100.
-	b.store.SetMaxOpenConns(20)
-	b.store.SetMaxIdleConns(20)
 	if _, err := b.store.Migrate(ctx); err != nil {
 		return err
 	}
@@ -287,7 +291,7 @@ func (b *bench) meta(ctx context.Context) {
 		m["kernel"] = strings.TrimSpace(string(v))
 	}
 	var pg string
-	if b.store.GetContext(ctx, &pg, `SHOW server_version`) == nil {
+	if b.sql.GetContext(ctx, &pg, `SHOW server_version`) == nil {
 		m["postgres"] = pg
 	}
 	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
@@ -327,6 +331,9 @@ func (b *bench) close() {
 	b.stopChildren()
 	if b.rdb != nil {
 		b.rdb.Close()
+	}
+	if b.sql != nil {
+		b.sql.Close()
 	}
 	if b.store != nil {
 		b.store.Close()

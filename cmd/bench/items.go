@@ -42,18 +42,18 @@ func (b *bench) itemIngestion(ctx context.Context) error {
 		Finished time.Time `db:"finished_at"`
 		Items    int64     `db:"items_scraped"`
 	}
-	if err := b.store.GetContext(ctx, &row, `SELECT started_at, finished_at, items_scraped FROM jobs WHERE id = $1`, id); err != nil {
+	if err := b.sql.GetContext(ctx, &row, `SELECT started_at, finished_at, items_scraped FROM jobs WHERE id = $1`, id); err != nil {
 		return err
 	}
 	var stored int
-	if err := b.store.GetContext(ctx, &stored, `SELECT count(*) FROM job_items WHERE job_id = $1`, id); err != nil {
+	if err := b.sql.GetContext(ctx, &stored, `SELECT count(*) FROM job_items WHERE job_id = $1`, id); err != nil {
 		return err
 	}
 	if row.Items != int64(n) || stored != n {
 		return fmt.Errorf("items job stored %d rows, counted %d, of %d printed", stored, row.Items, n)
 	}
 	var printed sql.NullString
-	b.store.GetContext(ctx, &printed, `SELECT line FROM job_logs WHERE job_id = $1 AND line LIKE 'printed %' LIMIT 1`, id)
+	b.sql.GetContext(ctx, &printed, `SELECT line FROM job_logs WHERE job_id = $1 AND line LIKE 'printed %' LIMIT 1`, id)
 	ran := row.Finished.Sub(row.Started)
 	rate := float64(n) / ran.Seconds()
 
@@ -73,7 +73,7 @@ func (b *bench) itemIngestion(ctx context.Context) error {
 // batch as the worker does (without its per-batch UPDATE of the count).
 func (b *bench) rawCopy(ctx context.Context, n int) (float64, error) {
 	jobID := uuid.NewString()
-	if _, err := b.store.ExecContext(ctx, `INSERT INTO jobs (id, user_id, spider_id, status, finished_at)
+	if _, err := b.sql.ExecContext(ctx, `INSERT INTO jobs (id, user_id, spider_id, status, finished_at)
 		VALUES ($1, $2, $3, 'finished', now())`, jobID, b.userID, b.spiders["items"]); err != nil {
 		return 0, err
 	}
@@ -81,7 +81,7 @@ func (b *bench) rawCopy(ctx context.Context, n int) (float64, error) {
 	buf := make([]byte, 0, 128)
 	start := time.Now()
 	for first := 0; first < n; first += batch {
-		tx, err := b.store.BeginTx(ctx, nil)
+		tx, err := b.sql.BeginTx(ctx, nil)
 		if err != nil {
 			return 0, err
 		}

@@ -76,7 +76,7 @@ func (b *bench) listLatency(ctx context.Context) error {
 			}
 			raw = append(raw, time.Since(t))
 			t = time.Now()
-			if _, err := b.store.ExecContext(ctx, `SELECT 1`); err != nil {
+			if _, err := b.sql.ExecContext(ctx, `SELECT 1`); err != nil {
 				return err
 			}
 			ping = append(ping, time.Since(t))
@@ -119,7 +119,7 @@ func (b *bench) seedJobs(ctx context.Context) (userID, key, spiderID string, err
 	const chunk = 100_000
 	for lo := 1; lo <= b.sz.listTotal; lo += chunk {
 		hi := min(lo+chunk-1, b.sz.listTotal)
-		_, err := b.store.ExecContext(ctx, `
+		_, err := b.sql.ExecContext(ctx, `
 			INSERT INTO jobs (id, user_id, spider_id, status, error, items_scraped, attempts, worker_id, created_at, started_at, finished_at)
 			SELECT gen_random_uuid(), u, s,
 				CASE WHEN g % 100 < 90 THEN 'finished' WHEN g % 100 < 97 THEN 'error' ELSE 'cancelled' END,
@@ -140,12 +140,12 @@ func (b *bench) seedJobs(ctx context.Context) (userID, key, spiderID string, err
 	// it, and the write-back of the burst, done now rather than during the
 	// measurement.
 	for _, q := range []string{`VACUUM ANALYZE`, `CHECKPOINT`} {
-		if _, err := b.store.ExecContext(ctx, q); err != nil {
+		if _, err := b.sql.ExecContext(ctx, q); err != nil {
 			return "", "", "", fmt.Errorf("%s: %w", q, err)
 		}
 	}
 	var n int
-	if err := b.store.GetContext(ctx, &n, `SELECT count(*) FROM jobs WHERE user_id = $1`, userID); err != nil {
+	if err := b.sql.GetContext(ctx, &n, `SELECT count(*) FROM jobs WHERE user_id = $1`, userID); err != nil {
 		return "", "", "", err
 	}
 	if n != b.sz.listUser {

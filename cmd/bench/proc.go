@@ -86,7 +86,7 @@ type pgCPU struct {
 
 func (p *pgCPU) pids(ctx context.Context) ([]int, error) {
 	var pids []int
-	err := p.b.store.SelectContext(ctx, &pids, `SELECT pid FROM pg_stat_activity
+	err := p.b.sql.SelectContext(ctx, &pids, `SELECT pid FROM pg_stat_activity
 		WHERE (datname = current_database() AND ($1 OR application_name IS DISTINCT FROM $2))
 		OR backend_type <> 'client backend'`, p.includeBench, benchAppName)
 	return pids, err
@@ -165,7 +165,7 @@ func (b *bench) startNoise(ctx context.Context) *noise {
 	n := &noise{b: b, start: time.Now(), ours: b.snapshotPG(ctx, true), kernel: kernelThreads()}
 	n.machine, _ = machineBusy()
 	var bg int
-	if b.store.GetContext(ctx, &bg, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'`) == nil {
+	if b.sql.GetContext(ctx, &bg, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'`) == nil {
 		n.postmaster = parentPID(bg)
 		if c, err := procCPU(n.postmaster); err == nil {
 			n.exited = c.children

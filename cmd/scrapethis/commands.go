@@ -50,12 +50,10 @@ func connect(ctx context.Context, getenv func(string) string, withRedis bool) (*
 	// Libraries that log through the standard logger (asynq's collectors)
 	// then log as structured lines too.
 	slog.SetDefault(d.log)
-	d.db, err = db.Open(ctx, cfg.DatabaseURL)
+	d.db, err = db.Open(ctx, cfg.DatabaseURL, db.MaxConns(cfg.DBMaxConns))
 	if err != nil {
 		return nil, fmt.Errorf("%w (is Postgres running at DATABASE_URL, and has `scrapethis migrate` run?)", err)
 	}
-	d.db.SetMaxOpenConns(cfg.DBMaxConns)
-	d.db.SetMaxIdleConns(cfg.DBMaxConns)
 	if withRedis {
 		d.rdb, err = tasks.OpenRedis(ctx, cfg.RedisURL)
 		if err != nil {
@@ -164,7 +162,7 @@ func cmdAPI(ctx context.Context, getenv func(string) string) error {
 	defer queuer.Close()
 	srv := api.New(d.db, queuer, d.log)
 	defer srv.Close()
-	cacheKeys(ctx, d, srv)
+	defer cacheKeys(ctx, d, srv)()
 	ops, closeOps, err := apiOps(d, newMetrics(d), queuer)
 	if err != nil {
 		return err
@@ -286,12 +284,16 @@ func withGuard(c worker.Config) worker.Config {
 }
 
 // cacheKeys lets the API cache key lookups, kept exact by a watch on key
-// revocations, until ctx ends; if the watch fails, every request looks its
-// key up.
-func cacheKeys(ctx context.Context, d *deps, srv *api.Server) {
+// revocations, until the returned stop is called; if the watch fails, every
+// request looks its key up. stop ends the watch and waits for it.
+func cacheKeys(ctx context.Context, d *deps, srv *api.Server) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		if err := srv.CacheKeys(ctx, d.cfg.DatabaseURL); err != nil && ctx.Err() == nil {
+		defer close(done)
+		if err := srv.CacheKeys(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("API key cache off", "err", err)
 		}
 	}()
+	return func() { cancel(); <-done }
 }

@@ -71,7 +71,7 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 	defer queuer.Close()
 	srv := api.New(d.db, queuer, d.log)
 	defer srv.Close()
-	cacheKeys(ctx, d, srv)
+	defer cacheKeys(ctx, d, srv)()
 	ops, closeOps, err := apiOps(d, m, queuer)
 	if err != nil {
 		return err

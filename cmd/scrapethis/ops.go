@@ -19,7 +19,7 @@ import (
 // the Postgres pool's statistics.
 func newMetrics(d *deps) *metrics.Metrics {
 	m := metrics.New(prometheus.NewRegistry())
-	if err := m.CollectDBStats(d.db.DB.DB); err != nil {
+	if err := m.CollectDBStats(d.db); err != nil {
 		d.log.Warn("postgres pool metrics unavailable", "err", err)
 	}
 	return m

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq" // the fixture connection's driver
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis/db"
@@ -88,16 +90,10 @@ func DatabaseDSN(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("test database template: %v", err)
 	}
-	name := randomName("scrapethis_test_")
-	admin, err := db.Open(ctx, withDatabase(DatabaseURL(), "postgres"))
-	if err != nil {
-		t.Fatalf("connect to test Postgres: %v", err)
-	}
-	defer admin.Close()
-	if _, err := admin.ExecContext(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, tmpl)); err != nil {
+	dsn := withDatabase(DatabaseURL(), randomName("scrapethis_test_"))
+	if err := db.CopyDatabase(ctx, dsn, tmpl); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
-	dsn := withDatabase(DatabaseURL(), name)
 	t.Cleanup(func() {
 		if err := db.DropDatabase(context.Background(), dsn); err != nil {
 			t.Logf("drop test database: %v", err)
@@ -109,7 +105,12 @@ func DatabaseDSN(t testing.TB) string {
 // DB opens a fresh, migrated database for the test.
 func DB(t testing.TB) *db.DB {
 	t.Helper()
-	dsn := DatabaseDSN(t)
+	return Open(t, DatabaseDSN(t))
+}
+
+// Open opens the store on dsn until the test ends.
+func Open(t testing.TB, dsn string) *db.DB {
+	t.Helper()
 	store, err := db.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatalf("open test database: %v", err)
@@ -191,4 +192,19 @@ func Main(m *testing.M) int {
 		db.DropDatabase(context.Background(), withDatabase(DatabaseURL(), templateName))
 	}
 	return code
+}
+
+// SQL opens a connection of the test's own on the database at dsn, for
+// fixtures and checks that the store has no method for (setting a row to a
+// state, counting rows). It is closed when the test ends. Production code
+// never reaches the store's pool this way: only tests do.
+func SQL(t testing.TB, dsn string) *sqlx.DB {
+	t.Helper()
+	x, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		t.Fatalf("open fixture connection: %v", err)
+	}
+	x.SetMaxOpenConns(4)
+	t.Cleanup(func() { x.Close() })
+	return x
 }
