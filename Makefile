@@ -22,10 +22,11 @@ migrate: services build ## apply database migrations
 
 test: services ## the whole suite against real PostgreSQL and Redis
 	go vet ./...
-	go test -race -count=1 -timeout 20m ./...
+	go test -race -count=1 -timeout 20m -parallel 8 ./...
 
-lint: ## gofmt and go vet
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+lint: ## go.mod tidy, gofmt and go vet: any finding fails
+	@go mod tidy -diff || (echo "lint: go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "lint: gofmt differences in:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	go vet ./...
 
 bench: services build ## the platform benchmark (writes bench/results.json)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -35,14 +34,11 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	dsn := testenv.DatabaseDSN(t)
 	store := testenv.Open(t, dsn)
-	rdb := testenv.Redis(t, testenv.RedisAPI)
+	rdb := testenv.RedisClient(t)
 	q := tasks.NewQueuer(rdb)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	apiSrv := api.New(store, q, log)
-	t.Cleanup(apiSrv.Close)
-	srv := httptest.NewServer(apiSrv.Handler())
-	t.Cleanup(srv.Close)
-	return &bundle{t: t, db: store, sql: testenv.SQL(t, dsn), queuer: q, url: srv.URL}
+	url := testenv.Serve(t, api.New(store, q, log))
+	return &bundle{t: t, db: store, sql: testenv.SQL(t, dsn), queuer: q, url: url}
 }
 
 // user makes a user with a fresh key.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -25,8 +24,7 @@ func TestKeyCacheRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	srv := api.New(store, tasks.NewQueuer(testenv.Redis(t, testenv.RedisAPI)), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer srv.Close()
+	srv := api.New(store, tasks.NewQueuer(testenv.RedisClient(t)), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan error, 1)
 	go func() { watched <- srv.CacheKeys(ctx) }()
@@ -36,9 +34,7 @@ func TestKeyCacheRevocation(t *testing.T) {
 			t.Errorf("key watch: %v", err)
 		}
 	}()
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	b := &bundle{t: t, db: store, url: hs.URL}
+	b := &bundle{t: t, db: store, url: testenv.Serve(t, srv)}
 	_, k1 := b.user("a@example.com")
 	_, k2 := b.user("b@example.com")
 	// Once the watch is live, lookups are cached.

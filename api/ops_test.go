@@ -6,14 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/internal/testenv"
@@ -44,18 +42,10 @@ func (s *syncBuffer) String() string {
 func opsSetup(t *testing.T, ops api.Ops, logs io.Writer) *bundle {
 	t.Helper()
 	store := testenv.DB(t)
-	opt, err := redis.ParseURL(strings.TrimSuffix(testenv.RedisURL(), "/") + "/2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
-	q := tasks.NewQueuer(rdb)
+	q := tasks.NewQueuer(testenv.RedisClient(t))
 	srv := api.New(store, q, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	srv.Ops = ops
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	return &bundle{t: t, db: store, queuer: q, url: ts.URL}
+	return &bundle{t: t, db: store, queuer: q, url: testenv.Serve(t, srv)}
 }
 
 func TestOpsDefaults(t *testing.T) {

@@ -142,7 +142,7 @@ type opsBundle struct {
 func setup(t *testing.T) *opsBundle {
 	t.Helper()
 	store := testenv.DB(t)
-	rdb := testenv.Redis(t, testenv.RedisMetrics)
+	rdb := testenv.RedisClient(t)
 	queuer := tasks.NewQueuer(rdb)
 	m := metrics.New(prometheus.NewRegistry())
 	if err := m.CollectQueues(queuer.Inspector()); err != nil {
@@ -153,8 +153,7 @@ func setup(t *testing.T) *opsBundle {
 	}
 	srv := api.New(store, queuer, discard())
 	srv.Ops = api.Ops{Metrics: m, Prometheus: m.Handler(), Ready: metrics.Readyz(store, rdb)}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
+	url := testenv.Serve(t, srv)
 	u, err := store.EnsureUser(context.Background(), "ops@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +162,7 @@ func setup(t *testing.T) *opsBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &opsBundle{t: t, db: store, rdb: rdb, m: m, url: ts.URL, spiders: t.TempDir(), key: key, userID: u.ID}
+	return &opsBundle{t: t, db: store, rdb: rdb, m: m, url: url, spiders: t.TempDir(), key: key, userID: u.ID}
 }
 
 // startWorker runs a worker reporting to the bundle's metrics until the

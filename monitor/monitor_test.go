@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -42,7 +41,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	store := testenv.DB(t)
-	dsn := testenv.FlushRedis(t, testenv.RedisMonitor) // tests here count the queue: one at a time, flushed each
+	dsn := testenv.LeaseRedis(t) // tests here count the queue: each has its own
 	opt, _ := redis.ParseURL(dsn)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
@@ -79,9 +78,7 @@ func (b *bundle) server(ops api.Ops, o monitor.Options, noUI bool) string {
 	}
 	srv := api.New(b.db, b.queuer, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	srv.Ops = ops
-	ts := httptest.NewServer(srv.Handler())
-	b.t.Cleanup(ts.Close)
-	return ts.URL
+	return testenv.Serve(b.t, srv)
 }
 
 type request struct {

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis"
@@ -90,7 +92,7 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	redisDSN := testenv.FlushRedis(t, testenv.RedisWorker)
+	redisDSN := testenv.LeaseRedis(t)
 	opt, _ := redis.ParseURL(redisDSN)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
@@ -109,33 +111,7 @@ func (b *bundle) startWorker(mod func(*worker.Config)) (stop func()) {
 	if mod != nil {
 		mod(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{b.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w := worker.New(cfg, b.db, b.rdb, log, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := w.Run(ctx); err != nil {
-			b.t.Errorf("worker: %v", err)
-		}
-	}()
-	var once bool
-	stop = func() {
-		if !once {
-			once = true
-			cancel()
-			<-done
-		}
-	}
-	b.t.Cleanup(stop)
-	return stop
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+	return testenv.StartWorker(b.t, cfg, b.db, b.rdb, testenv.Log(b.t, slog.LevelWarn))
 }
 
 // script writes an executable spider.
@@ -165,6 +141,34 @@ func (b *bundle) start(spiderID string, args string, timeout *int) string {
 	return j.ID
 }
 
+// taskExists reports whether the job's task is in Redis, in any state.
+func (b *bundle) taskExists(jobID string) bool {
+	b.t.Helper()
+	_, err := b.queuer.Inspector().GetTaskInfo(tasks.Queue, jobID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false
+	}
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return true
+}
+
+// redeliver hands the job's task to the workers again, as asynq does after
+// a lost lease or a retry, and waits until a worker has handled it.
+func (b *bundle) redeliver(j scrapethis.Job) {
+	b.t.Helper()
+	// An active task (a dead worker's lease) cannot be deleted alone; the
+	// test's Redis database is its own, so start it over.
+	if err := b.rdb.FlushDB(context.Background()).Err(); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.queuer.Enqueue(context.Background(), j); err != nil {
+		b.t.Fatal(err)
+	}
+	b.waitFor("the redelivered task to be handled", 30*time.Second, func() bool { return !b.taskExists(j.ID) })
+}
+
 // cancel does what DELETE does: record, then publish.
 func (b *bundle) cancel(jobID string, publish bool) {
 	b.t.Helper()
@@ -187,17 +191,10 @@ func (b *bundle) job(id string) scrapethis.Job {
 	return j
 }
 
-// waitFor polls until cond holds; the deadline is generous because CI
-// machines are slow, never a timing assertion.
+// waitFor polls until cond holds (see testenv.WaitFor).
 func (b *bundle) waitFor(what string, d time.Duration, cond func() bool) {
 	b.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(b.t, d, what, cond)
 }
 
 func (b *bundle) waitStatus(id string, want scrapethis.Status) scrapethis.Job {

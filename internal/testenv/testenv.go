@@ -18,6 +18,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // the fixture connection's driver
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/scrapethis/scrapethis/db"
 )
@@ -186,10 +187,20 @@ const (
 
 // Main runs a package's tests and then drops the template database; call
 // it from TestMain: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
+//
+// When every test has passed it also fails the package if any goroutine
+// is still running (go.uber.org/goleak): every goroutine a test starts,
+// through the code under test or itself, must have an owner that waits.
 func Main(m *testing.M) int {
 	code := m.Run()
 	if templateName != "" {
 		db.DropDatabase(context.Background(), withDatabase(DatabaseURL(), templateName))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: goroutines still running after the tests: %v\n", err)
+			return 1
+		}
 	}
 	return code
 }
