@@ -298,18 +298,20 @@ type FireOutcome struct {
 // has come, in one transaction. The rows are taken with FOR UPDATE SKIP
 // LOCKED, so schedulers running at once share the due schedules and never
 // fire one twice; UNIQUE (schedule_id, scheduled_for) is the backstop. For
-// each schedule plan decides the fire time and the next one, given the
-// database's clock; then the job is inserted (unless no_overlap holds it
-// back) and next_run_at advanced. Jobs are returned only once committed:
-// enqueue them after, never before.
-func (d *DB) FireDueSchedules(ctx context.Context, limit int, plan func(sc scrapethis.Schedule, now time.Time) Fire) ([]FireOutcome, error) {
+// each schedule plan decides the fire time and the next one, given now;
+// then the job is inserted (unless no_overlap holds it back) and
+// next_run_at advanced. now is the caller's clock (the scheduler's, which
+// a test may stub): it alone decides which schedules are due and, through
+// plan, their fire times; created_at and the like keep the database's
+// clock. Jobs are returned only once committed: enqueue them after, never
+// before.
+func (d *DB) FireDueSchedules(ctx context.Context, now time.Time, limit int, plan func(sc scrapethis.Schedule, now time.Time) Fire) ([]FireOutcome, error) {
+	if now.IsZero() {
+		return nil, errors.New("fire schedules: no time given")
+	}
 	var out []FireOutcome
 	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
 		out = out[:0]
-		var now time.Time
-		if err := tx.GetContext(ctx, &now, `SELECT now()`); err != nil {
-			return fmt.Errorf("fire schedules: read clock: %w", err)
-		}
 		var rows []scheduleRow
 		err := tx.SelectContext(ctx, &rows, `SELECT `+scheduleColumns+` FROM schedules sc JOIN spiders s ON s.id = sc.spider_id
 			WHERE sc.enabled AND sc.next_run_at <= $1

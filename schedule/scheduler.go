@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -20,6 +21,11 @@ type Config struct {
 	Batch int
 	// EnqueueTimeout bounds each Redis enqueue after a commit.
 	EnqueueTimeout time.Duration
+	// Clock tells the time that decides which schedules are due and for
+	// which fire time; nil is time.Now. Tests hold a stub clock and move
+	// it forward instead of waiting for real fire times. It only decides
+	// due-ness: Run still waits Interval of real time between ticks.
+	Clock func() time.Time
 }
 
 // DefaultConfig returns the documented defaults.
@@ -76,6 +82,9 @@ func New(cfg Config, store *db.DB, q enqueuer, log *slog.Logger, m Metrics) *Sch
 	if cfg.EnqueueTimeout <= 0 {
 		cfg.EnqueueTimeout = def.EnqueueTimeout
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if m == nil {
 		m = noMetrics{}
 	}
@@ -98,7 +107,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-timer.C:
 		}
 		wait := s.cfg.Interval
-		if err := s.drain(ctx); err != nil && ctx.Err() == nil {
+		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			failures++
 			wait = min(s.cfg.Interval<<min(failures, 8), maxBackoff)
 			s.log.Warn("scheduler tick failed; retrying", "err", err, "failures", failures, "retry_in", wait.String())
@@ -113,27 +122,31 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // maxBackoff is the longest wait between tries while ticks fail.
 const maxBackoff = 5 * time.Second
 
-// drain ticks until a batch is not full: a backlog of due schedules is
-// worked off at once, not one batch per interval.
-func (s *Scheduler) drain(ctx context.Context) error {
-	for ctx.Err() == nil {
-		n, err := s.Tick(ctx)
-		if err != nil {
-			return err
+// Tick fires every schedule due at the clock's time, a batch of at most
+// Batch per transaction, batch after batch until one is not full: a
+// backlog is worked off at once, not one batch per interval. Each batch
+// commits its jobs, then enqueues them; a failed enqueue loses nothing
+// (the job row is committed and pending, and the workers' reconciler
+// enqueues it). Tick returns how many due schedules it handled (started,
+// skipped, duplicate or failed), including those of the batches before
+// an error. Run calls it every Interval; tests call it directly.
+func (s *Scheduler) Tick(ctx context.Context) (handled int, err error) {
+	now := s.cfg.Clock()
+	for {
+		if err := ctx.Err(); err != nil {
+			return handled, fmt.Errorf("scheduler tick: %w", err)
 		}
-		if n < s.cfg.Batch {
-			return nil
+		n, err := s.fireBatch(ctx, now)
+		handled += n
+		if err != nil || n < s.cfg.Batch {
+			return handled, err
 		}
 	}
-	return nil
 }
 
-// Tick fires one batch of due schedules: it commits their jobs, then
-// enqueues them. A failed enqueue loses nothing: the job row is committed
-// and pending, and the workers' reconciler enqueues it. Tick returns how
-// many due schedules it handled.
-func (s *Scheduler) Tick(ctx context.Context) (int, error) {
-	outcomes, err := s.db.FireDueSchedules(ctx, s.cfg.Batch, s.plan)
+// fireBatch fires one batch of the schedules due at now.
+func (s *Scheduler) fireBatch(ctx context.Context, now time.Time) (int, error) {
+	outcomes, err := s.db.FireDueSchedules(ctx, now, s.cfg.Batch, s.plan)
 	if err != nil {
 		return 0, err
 	}

@@ -55,7 +55,10 @@ func TestReadFileRejects(t *testing.T) {
 		entry(`,"arguments":[1]`):        "arguments must be a JSON object",
 		entry(`,"arguments":{"a-b":1}`):  "not an identifier",
 		entry(`,"timeout_seconds":0`):    "timeout_seconds",
-		entry(`,"enabled":"yes"`):        "not a valid schedules file",
+		// Postgres cannot store NUL in jsonb: refused here, not by LoadFile's upsert.
+		entry(`,"arguments":{"a":"x\u0000y"}`):       "arguments.a: NUL characters are not allowed",
+		entry(`,"arguments":{"a":[{"b":"\u0000"}]}`): "arguments.a: NUL characters are not allowed",
+		entry(`,"enabled":"yes"`):                    "not a valid schedules file",
 		`{"schedules":[{"name":"n","user_email":"u","spider_name":"s","cron":"@daily"},{"name":"n","user_email":"u","spider_name":"t","cron":"@hourly"}]}`: "already used by schedule 1",
 	}
 	for body, want := range cases {
