@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"reflect"
@@ -117,7 +116,7 @@ func setupDB(t *testing.T) *bundle {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	b := setupDB(t)
-	b.queuer = tasks.NewQueuer(testenv.Redis(t, testenv.RedisSchedule))
+	b.queuer = tasks.NewQueuer(testenv.RedisClient(t))
 	return b
 }
 
@@ -538,13 +537,12 @@ type apiClient struct {
 
 func (b *bundle) api() *apiClient {
 	b.t.Helper()
-	srv := httptest.NewServer(api.New(b.db, b.queuer, b.log).Handler())
-	b.t.Cleanup(srv.Close)
+	url := testenv.Serve(b.t, api.New(b.db, b.queuer, b.log))
 	_, key, err := b.db.CreateAPIKey(context.Background(), b.user.ID, "test")
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	return &apiClient{t: b.t, url: srv.URL, key: key}
+	return &apiClient{t: b.t, url: url, key: key}
 }
 
 func (c *apiClient) do(method, path, body string, want int, out any) {

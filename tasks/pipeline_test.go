@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/internal/testenv"
 	"github.com/scrapethis/scrapethis/tasks"
@@ -18,9 +16,8 @@ import (
 // answer back, so that a task-id conflict is still told apart from an
 // enqueue when both share one pipeline.
 func TestPipelinedEnqueue(t *testing.T) {
-	opt, _ := redis.ParseURL(testenv.FlushRedis(t, testenv.RedisTasks))
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	t.Parallel()
+	rdb := testenv.RedisClient(t)
 	q := tasks.NewPipelinedQueuer(rdb)
 	defer q.Close()
 	ctx := context.Background()

@@ -135,7 +135,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	dsn = strings.Replace(dsn, "scrapethis_test_", "scrapethis_e2e_", 1)
 	e := env(append(os.Environ(),
 		"DATABASE_URL="+dsn,
-		"REDIS_URL="+testenv.RedisDSN(t, testenv.RedisCmd),
+		"REDIS_URL="+testenv.LeaseRedis(t),
 		"SCRAPETHIS_HTTP_ADDR="+addr,
 		"SCRAPETHIS_SPIDERS_DIR="+spiders,
 		"SCRAPETHIS_WORKER_METRICS_ADDR="+freeAddr(t),

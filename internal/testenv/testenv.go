@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -120,35 +119,6 @@ func Open(t testing.TB, dsn string) *db.DB {
 	return store
 }
 
-var (
-	flushMu sync.Mutex
-	flushed = map[int]bool{}
-)
-
-// RedisDSN returns the URL of Redis database index, flushed once per test
-// binary, so that tests of one package may run in parallel on it. Give each
-// test package its own index (the constants below).
-func RedisDSN(t testing.TB, index int) string {
-	t.Helper()
-	dsn := strings.TrimSuffix(RedisURL(), "/") + fmt.Sprintf("/%d", index)
-	flushMu.Lock()
-	defer flushMu.Unlock()
-	if !flushed[index] {
-		flushRedis(t, dsn)
-		flushed[index] = true
-	}
-	return dsn
-}
-
-// FlushRedis empties Redis database index now, for packages whose tests
-// run one at a time and want a clean queue each.
-func FlushRedis(t testing.TB, index int) string {
-	t.Helper()
-	dsn := RedisDSN(t, index)
-	flushRedis(t, dsn)
-	return dsn
-}
-
 func flushRedis(t testing.TB, dsn string) {
 	t.Helper()
 	opt, err := redis.ParseURL(dsn)
@@ -161,29 +131,6 @@ func flushRedis(t testing.TB, dsn string) {
 		t.Fatalf("flush test Redis: %v", err)
 	}
 }
-
-// Redis returns a client on Redis database index (see RedisDSN).
-func Redis(t testing.TB, index int) *redis.Client {
-	t.Helper()
-	opt, _ := redis.ParseURL(RedisDSN(t, index))
-	c := redis.NewClient(opt)
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// Redis database indexes, one per test package, so that packages tested at
-// the same time never flush each other's queues. Index 0 is left for
-// `make run`.
-const (
-	RedisAPI      = 2
-	RedisTasks    = 3
-	RedisWorker   = 4
-	RedisCmd      = 5
-	RedisSchedule = 6
-	RedisMetrics  = 7
-	RedisBench    = 8
-	RedisMonitor  = 9
-)
 
 // Main runs a package's tests and then drops the template database; call
 // it from TestMain: func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }.
