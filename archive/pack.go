@@ -22,7 +22,8 @@ import (
 // 0644 or 0755 (any execute bit), mtimes and owners zeroed, so the same tree
 // gives the same bytes and the same sha256 and re-deploying unchanged code
 // finds the existing version. A symlink is kept as a relative link to its
-// target, and refused if that target is outside dir; any other kind of file
+// target, and refused if that target is outside dir (a dangling link is kept as it
+// is when it stays inside); any other kind of file
 // (socket, fifo, device) is refused.
 func Pack(ctx context.Context, dir string) ([]byte, error) {
 	top, err := filepath.Abs(dir)
@@ -136,16 +137,27 @@ func packFile(tw *tar.Writer, h *tar.Header, p string) error {
 	return nil
 }
 
+func inside(top, p string) bool {
+	rel, err := filepath.Rel(top, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
 // packLink returns the symlink at p as a relative link to its final target,
 // refusing one whose target is outside top or missing.
 func packLink(top, p string) (string, error) {
 	rel, _ := filepath.Rel(top, p)
+	raw, err := os.Readlink(p)
+	if err != nil {
+		return "", err
+	}
 	resolved, err := filepath.EvalSymlinks(p)
+	if errors.Is(err, fs.ErrNotExist) && !filepath.IsAbs(raw) && inside(top, filepath.Join(filepath.Dir(p), raw)) {
+		return filepath.ToSlash(raw), nil // dangling but inside, as editors' lock files
+	}
 	if err != nil {
 		return "", fmt.Errorf("symlink %s: %w", filepath.ToSlash(rel), err)
 	}
-	in, err := filepath.Rel(top, resolved)
-	if err != nil || in == ".." || strings.HasPrefix(in, ".."+string(filepath.Separator)) {
+	if !inside(top, resolved) {
 		return "", fmt.Errorf("symlink %s points outside %s (to %s); copy the file in instead", filepath.ToSlash(rel), top, resolved)
 	}
 	target, err := filepath.Rel(filepath.Dir(p), resolved)
