@@ -334,6 +334,7 @@ func TestExtract(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("tree\n got %v\nwant %v", got, want)
 	}
+	assertContained(t, dest)
 	if b, err := os.ReadFile(filepath.Join(dest, "latest")); err != nil || string(b) != "#!/bin/sh\n" {
 		t.Fatalf("latest reads %q, %v", b, err)
 	}
