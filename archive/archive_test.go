@@ -435,3 +435,35 @@ func TestExtractRevalidates(t *testing.T) {
 		})
 	}
 }
+
+func TestLimitsAreInclusive(t *testing.T) {
+	t.Parallel()
+	// 10 entries and exactly 1 MiB unpacked pass limits of 10 and 1 MiB.
+	files := scrapyFiles()
+	used := len(cfg) + len("BOT_NAME = 'shop'\n")
+	files = append(files, reg("fill.bin", string(make([]byte, 1<<20-used))))
+	for i := len(files); i < 10; i++ {
+		files = append(files, dir(strings.Repeat("d", i)+"/"))
+	}
+	body := tgz(t, files)
+	lim := archive.Limits{MaxUnpackedBytes: 1 << 20, MaxEntries: 10}
+	p, err := archive.Check(context.Background(), bytes.NewReader(body), int64(len(body)), gz, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Entries != 10 || p.UnpackedBytes != 1<<20 {
+		t.Fatalf("entries %d, bytes %d", p.Entries, p.UnpackedBytes)
+	}
+	lim.MaxEntries, lim.MaxUnpackedBytes = 9, 1<<20
+	if _, err := archive.Check(context.Background(), bytes.NewReader(body), int64(len(body)), gz, lim); err == nil {
+		t.Fatal("10 entries passed a limit of 9")
+	}
+	lim.MaxEntries, lim.MaxUnpackedBytes = 10, 1<<20-1
+	if _, err := archive.Check(context.Background(), bytes.NewReader(body), int64(len(body)), gz, lim); err == nil {
+		t.Fatal("1 MiB passed a limit of 1 MiB - 1")
+	}
+	lim.MaxUnpackedBytes, lim.MaxArchiveBytes = 1<<20, int64(len(body))
+	if _, err := archive.Check(context.Background(), bytes.NewReader(body), int64(len(body)), gz, lim); err != nil {
+		t.Fatalf("an archive of exactly the upload limit: %v", err)
+	}
+}
