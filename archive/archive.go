@@ -179,7 +179,10 @@ func sniffFormat(r io.ReaderAt, size int64, contentType string) (Format, error) 
 		return "", invalidf("Content-Type %q is not accepted: send application/gzip (a .tar.gz) or application/zip", contentType)
 	}
 	var head [4]byte
-	n, _ := r.ReadAt(head[:], 0)
+	n, err := r.ReadAt(head[:], 0)
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("read archive: %w", err)
+	}
 	var got Format
 	switch {
 	case n >= 3 && head[0] == 0x1f && head[1] == 0x8b && head[2] == 8:
