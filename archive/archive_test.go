@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -176,19 +177,26 @@ func list(t *testing.T, dir string) []string {
 
 func TestDefaultLimitGzipBomb(t *testing.T) {
 	t.Parallel()
-	// 210 MiB of zeros in one entry: about 200 KiB of gzip.
-	var raw bytes.Buffer
-	w := tar.NewWriter(&raw)
-	w.WriteHeader(&tar.Header{Name: "scrapy.cfg", Typeflag: tar.TypeReg, Mode: 0o644})
-	w.WriteHeader(&tar.Header{Name: "bomb", Typeflag: tar.TypeReg, Mode: 0o644, Size: 210 << 20})
-	w.Write(make([]byte, 210<<20))
-	w.Close()
-	body := gzipOf(t, raw.Bytes())
+	// 21 entries of 10 MiB of zeros in under 1 MiB: the first 20 fill the
+	// default 200 MiB, the 21st is one too many. Built cheaply as a
+	// multistream gzip: one compressed MiB of zeros, repeated.
+	header := func(name string, size int64) []byte {
+		var b bytes.Buffer
+		tar.NewWriter(&b).WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: size})
+		return gzipOf(t, b.Bytes())
+	}
+	mib := gzipOf(t, make([]byte, 1<<20))
+	body := header("scrapy.cfg", 0)
+	for i := range 21 {
+		body = append(body, header(fmt.Sprintf("bomb%02d", i), 10<<20)...)
+		body = append(body, bytes.Repeat(mib, 10)...)
+	}
+	body = append(body, gzipOf(t, make([]byte, 1024))...)
 	if len(body) > 1<<20 {
 		t.Fatalf("bomb of %d bytes", len(body))
 	}
 	_, err := archive.Check(context.Background(), bytes.NewReader(body), int64(len(body)), gz, archive.Limits{})
-	assertRefused(t, err, "", `the archive unpacks to more than 200 MiB (entry "bomb")`)
+	assertRefused(t, err, "", `the archive unpacks to more than 200 MiB (entry "bomb20")`)
 }
 
 func TestContentTypes(t *testing.T) {
