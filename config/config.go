@@ -24,6 +24,12 @@ type Config struct {
 	SchedulerMetricsAddr string
 	SchedulesFile        string
 
+	// Project archives (deploy): the largest upload (413 above), its largest
+	// real unpacked size and its most entries (400 above either).
+	UploadMaxMB       int
+	UnpackMaxMB       int
+	ArchiveMaxEntries int
+
 	AdminUser          string
 	AdminPassword      string
 	MonitoringReadOnly bool
@@ -44,6 +50,9 @@ func Load(getenv func(string) string) (Config, error) {
 		WorkerMetricsAddr:    p.str("SCRAPETHIS_WORKER_METRICS_ADDR", "127.0.0.1:9101"),
 		SchedulerMetricsAddr: p.str("SCRAPETHIS_SCHEDULER_METRICS_ADDR", "127.0.0.1:9102"),
 		SchedulesFile:        p.str("SCRAPETHIS_SCHEDULES_FILE", ""),
+		UploadMaxMB:          p.integer("SCRAPETHIS_UPLOAD_MAX_MB", 50, 1, 4096),
+		UnpackMaxMB:          p.integer("SCRAPETHIS_UNPACK_MAX_MB", 200, 1, 65536),
+		ArchiveMaxEntries:    p.integer("SCRAPETHIS_ARCHIVE_MAX_ENTRIES", 10000, 1, 10000000),
 		AdminUser:            p.str("SCRAPETHIS_ADMIN_USER", "admin"),
 		AdminPassword:        p.str("SCRAPETHIS_ADMIN_PASSWORD", ""),
 		MonitoringReadOnly:   p.boolean("SCRAPETHIS_MONITORING_READONLY", false),
