@@ -2,9 +2,11 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -411,5 +413,34 @@ func TestArgumentsPostgresWouldRefuse(t *testing.T) {
 	b.mustStatus(b.do("GET", "/api/v1/jobs/"+id, key, ""), 200).json(t, &job)
 	if job["arguments"].(map[string]any)["a"] != "\uFFFDx" {
 		t.Fatalf("arguments %v", job["arguments"])
+	}
+}
+
+// TestNonCanonicalIDs: ids are accepted only in canonical form; any other
+// spelling Postgres would parse (upper case, braces, urn:uuid:) is a plain
+// 404 (400 on a filter), never a 500 nor database text; a cursor out of
+// range is a 400.
+func TestNonCanonicalIDs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.user("ids@example.com")
+	sp := b.spider(key, "s", "s.py")
+	id := b.job(key, `{"spider_id":"`+sp+`"}`)
+	b.mustStatus(b.do("GET", "/api/v1/jobs/"+id, key, ""), 200)
+	for _, v := range []string{strings.ToUpper(id), "{" + id + "}", "urn:uuid:" + id, strings.ReplaceAll(id, "-", ""), id + "%00"} {
+		for _, m := range []string{"GET", "DELETE"} {
+			r := b.mustStatus(b.do(m, "/api/v1/jobs/"+v, key, ""), 404)
+			if msg := r.errorMessage(t); msg != "Job not found" {
+				t.Errorf("%s %s: %q", m, v, msg)
+			}
+		}
+		b.mustStatus(b.do("GET", "/api/v1/spiders/"+strings.ReplaceAll(v, id, sp), key, ""), 404)
+		r := b.mustStatus(b.do("GET", "/api/v1/jobs?spider_id="+url.QueryEscape(strings.ReplaceAll(v, id, sp)), key, ""), 400)
+		if strings.Contains(string(r.body), "syntax") {
+			t.Errorf("database text: %s", r.body)
+		}
+	}
+	for _, c := range []string{"-9223372036854775808/" + id, "9223372036854775807/" + id, "1/" + strings.ToUpper(id)} {
+		b.mustStatus(b.do("GET", "/api/v1/jobs?before="+base64.RawURLEncoding.EncodeToString([]byte(c)), key, ""), 400)
 	}
 }
