@@ -209,6 +209,18 @@ func (l *Launcher) startDirect(c Command) (*Process, error) {
 // spider's own with the sandbox off.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// UID is the uid the job runs as (0 with the sandbox off).
+func (p *Process) UID() int { return p.policy.UID }
+
+// Cgroups are the job's cgroup directories (none with the sandbox off);
+// Wait removes them.
+func (p *Process) Cgroups() []string {
+	if p.cg == nil {
+		return nil
+	}
+	return append([]string(nil), p.cg.dirs...)
+}
+
 // Sandboxed reports whether the process runs in a sandbox; then the
 // process group is gone as soon as Wait returns.
 func (p *Process) Sandboxed() bool { return p.cg != nil }
