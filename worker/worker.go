@@ -19,6 +19,7 @@ import (
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/tasks"
 )
 
@@ -37,6 +38,10 @@ type Config struct {
 	// "scrapethis spider-guard".
 	Guard          []string
 	ScrapyLogLevel string
+	// Sandbox is how spiders are isolated (see package sandbox); every
+	// spider starts through its launcher. Its InitArgv is this binary's
+	// "sandbox-init".
+	Sandbox sandbox.Config
 
 	TaskCheckInterval time.Duration // asynq's poll of an empty queue
 	Heartbeat         time.Duration // how often the worker says it is alive
@@ -57,6 +62,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		ScrapyCommand:     []string{"scrapy"},
 		ScrapyLogLevel:    "INFO",
+		Sandbox:           sandbox.DefaultConfig(),
 		TaskCheckInterval: 5 * time.Millisecond,
 		Heartbeat:         2 * time.Second,
 		LostAfter:         15 * time.Second,
@@ -97,8 +103,9 @@ type Worker struct {
 	log     *slog.Logger
 	metrics Metrics
 
-	slots chan struct{} // one per live spider process
-	guard *guard
+	slots    chan struct{} // one per live spider process
+	guard    *guard
+	launcher *sandbox.Launcher
 
 	mu      sync.Mutex
 	running map[string]*run
@@ -148,6 +155,18 @@ func (w *Worker) ID() string { return w.id }
 // taking jobs, lets running ones finish for ShutdownTimeout, hands back the
 // rest, and returns.
 func (w *Worker) Run(ctx context.Context) error {
+	l, err := sandbox.NewLauncher(w.cfg.Sandbox)
+	if err != nil {
+		return err
+	}
+	if l.Enabled() {
+		if err := l.Check(ctx); err != nil {
+			return err
+		}
+	} else {
+		w.log.Warn("SPIDER SANDBOX OFF (SCRAPETHIS_SANDBOX=off): spiders run as the worker's user, see its environment and every process, and have no limits")
+	}
+	w.launcher = l
 	host, _ := os.Hostname()
 	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
 		return fmt.Errorf("register worker: %w", err)
@@ -176,7 +195,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir)
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir, "sandbox", l.Enabled())
 
 	loops, stopLoops := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup
