@@ -18,9 +18,9 @@ import (
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/schedule"
 	"github.com/scrapethis/scrapethis/tasks"
-	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/worker"
 )
 
