@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -202,4 +203,19 @@ func TestSandboxedScrapyAndExecutableSpiders(t *testing.T) {
 			t.Errorf("Scrapy ran without MEMUSAGE_LIMIT_MB:\n%s", b.logs(jobID))
 		}
 	}
+}
+
+// TestWorkerRefusesWithoutSandbox: a worker that cannot build its sandbox
+// does not start, and says why in one sentence.
+func TestWorkerRefusesWithoutSandbox(t *testing.T) {
+	b := setup(t)
+	cfg := testConfig(b.spiders)
+	sandboxed(t)(&cfg)
+	cfg.Sandbox.InitArgv = []string{"/bin/false"} // an init that cannot build one
+	w := worker.New(cfg, b.db, b.rdb, slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil)
+	err := w.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "sandbox") || !strings.Contains(err.Error(), "SCRAPETHIS_SANDBOX=off") || strings.Count(err.Error(), ". ") > 0 {
+		t.Fatalf("worker started or said %v", err)
+	}
+	t.Log(err)
 }
