@@ -98,3 +98,50 @@ func initRSS(b *testing.B, l *sandbox.Launcher, p sandbox.Policy) (rss, anon int
 	}
 	return rss, anon
 }
+
+// BenchmarkStartParallel is the throughput of no-op jobs, four at a time
+// (the worker's default concurrency), sandbox off and on: jobs/s.
+func BenchmarkStartParallel(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the sandbox needs root")
+	}
+	for _, enabled := range []bool{false, true} {
+		name := "off"
+		if enabled {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := sandbox.DefaultConfig()
+			cfg.Enabled = enabled
+			cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
+			if v := os.Getenv("SANDBOX_BENCH_INIT"); v != "" {
+				cfg.InitArgv[0] = v
+			}
+			cfg.LockDir = b.TempDir()
+			l, err := sandbox.NewLauncher(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := l.Policy("bench", nil, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(2) // x GOMAXPROCS 2: four at a time
+			began := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					proc, err := l.Start(p, sandbox.Command{Path: "/bin/true", Args: []string{"true"}})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if res := proc.Wait(); res.Err != nil {
+						b.Error(res.Err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "jobs/s")
+		})
+	}
+}
