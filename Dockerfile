@@ -15,6 +15,9 @@ RUN apt-get update \
 COPY --from=build /out/scrapethis /usr/local/bin/
 COPY spiders /srv/spiders
 ENV SCRAPETHIS_SPIDERS_DIR=/srv/spiders
+# The API and scheduler run as this unprivileged user; a worker with the
+# spider sandbox on runs as root (docker-compose.yml's worker service says
+# why) and drops every spider to a uid of its own.
 USER scrapethis
 WORKDIR /home/scrapethis
 ENTRYPOINT ["scrapethis"]

@@ -20,6 +20,7 @@ type Config struct {
 
 	Worker            Worker
 	WorkerMetricsAddr string
+	Sandbox           Sandbox
 
 	SchedulerMetricsAddr string
 	SchedulesFile        string
@@ -37,6 +38,56 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string // json, text, or "" for json unless stderr is a terminal
+}
+
+// Sandbox is the spider sandbox's configuration, as plain values; the
+// worker builds its policy from them (see package sandbox).
+type Sandbox struct {
+	Enabled           bool     // SCRAPETHIS_SANDBOX: on unless "off"
+	UIDFirst, UIDLast int      // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
+	Network           string   // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
+	Binds             []string // SCRAPETHIS_SANDBOX_BINDS: extra read-only host paths
+	MemoryMB          int      // SCRAPETHIS_JOB_MEMORY_MB: a job's default memory limit
+	MemoryMaxMB       int      // SCRAPETHIS_JOB_MEMORY_MAX_MB: the most a job may ask for
+	DiskMB            int      // SCRAPETHIS_JOB_DISK_MB: the job directory's size
+	Procs             int      // SCRAPETHIS_JOB_PROCS: processes and threads
+	NoFile            int      // SCRAPETHIS_JOB_NOFILE: open files per process
+	CPUSeconds        int      // SCRAPETHIS_JOB_CPU_SECONDS: CPU time per process, 0 none
+}
+
+func (p *parser) sandbox() Sandbox {
+	s := Sandbox{Enabled: true, Network: p.str("SCRAPETHIS_SANDBOX_NETWORK", "host")}
+	switch v := strings.ToLower(p.str("SCRAPETHIS_SANDBOX", "on")); v {
+	case "on", "true", "1", "yes":
+	case "off", "false", "0", "no":
+		s.Enabled = false
+	default:
+		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX must be on or off")
+	}
+	if s.Network != "host" && s.Network != "isolated" {
+		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_NETWORK must be host or isolated")
+	}
+	uids := p.str("SCRAPETHIS_SANDBOX_UIDS", "200000-200999")
+	first, last, ok := strings.Cut(uids, "-")
+	var err1, err2 error
+	s.UIDFirst, err1 = strconv.Atoi(strings.TrimSpace(first))
+	s.UIDLast, err2 = strconv.Atoi(strings.TrimSpace(last))
+	if !ok || err1 != nil || err2 != nil || s.UIDFirst < 1000 || s.UIDLast < s.UIDFirst || s.UIDLast > 1<<31-2 {
+		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_UIDS must be a range FIRST-LAST of uids from 1000 up, such as 200000-200999")
+	}
+	for _, b := range strings.FieldsFunc(p.str("SCRAPETHIS_SANDBOX_BINDS", ""), func(r rune) bool { return r == ':' || r == ',' }) {
+		if !strings.HasPrefix(b, "/") {
+			p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_BINDS must list absolute paths")
+		}
+		s.Binds = append(s.Binds, b)
+	}
+	s.MemoryMB = p.integer("SCRAPETHIS_JOB_MEMORY_MB", 1024, 16, 1<<20)
+	s.MemoryMaxMB = p.integer("SCRAPETHIS_JOB_MEMORY_MAX_MB", max(4096, s.MemoryMB), s.MemoryMB, 1<<20)
+	s.DiskMB = p.integer("SCRAPETHIS_JOB_DISK_MB", 1024, 1, 1<<20)
+	s.Procs = p.integer("SCRAPETHIS_JOB_PROCS", 512, 8, 1<<20)
+	s.NoFile = p.integer("SCRAPETHIS_JOB_NOFILE", 1024, 64, 1<<20)
+	s.CPUSeconds = p.integer("SCRAPETHIS_JOB_CPU_SECONDS", 86400, 0, 1<<31-1)
+	return s
 }
 
 // Load reads the configuration through getenv.
@@ -75,6 +126,7 @@ func Load(getenv func(string) string) (Config, error) {
 		w.Guard = []string{} // none; nil means the command's default
 	}
 	c.Worker = w
+	c.Sandbox = p.sandbox()
 	switch strings.ToLower(p.str("SCRAPETHIS_LOG_LEVEL", "info")) {
 	case "debug":
 		c.LogLevel = slog.LevelDebug

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/sandbox"
 )
 
 // resolveSpider returns the absolute path of the spider file under root.
@@ -85,12 +86,18 @@ func spiderArgs(raw json.RawMessage) ([]string, error) {
 
 // commandLine builds the spider's argv, never through a shell: a *.py file
 // runs under Scrapy, any other file must be executable and runs directly.
-func commandLine(file string, args []string, scrapy []string, logLevel string) ([]string, error) {
+// file is the spider on the host, runPath where the spider process sees it.
+// With a memory limit (memoryMB > 0), Scrapy also gets MEMUSAGE_LIMIT_MB a
+// little below it, so it can close the spider on its own first.
+func commandLine(file, runPath string, args []string, scrapy []string, logLevel string, memoryMB int) ([]string, error) {
 	if strings.HasSuffix(file, ".py") {
 		argv := append([]string{}, scrapy...)
-		argv = append(argv, "runspider", file)
+		argv = append(argv, "runspider", runPath)
 		argv = append(argv, args...)
 		argv = append(argv, "-o", "-:jsonlines", "-s", "LOG_LEVEL="+logLevel, "-s", "TELNETCONSOLE_ENABLED=False")
+		if memoryMB > 0 {
+			argv = append(argv, "-s", "MEMUSAGE_ENABLED=True", "-s", fmt.Sprintf("MEMUSAGE_LIMIT_MB=%d", scrapyMemoryMB(memoryMB)))
+		}
 		return argv, nil
 	}
 	st, err := os.Stat(file)
@@ -100,19 +107,31 @@ func commandLine(file string, args []string, scrapy []string, logLevel string) (
 	if st.Mode().Perm()&0o111 == 0 {
 		return nil, fmt.Errorf("spider file %s is not executable (and not a *.py Scrapy spider)", filepath.Base(file))
 	}
-	return append([]string{file}, args...), nil
+	return append([]string{runPath}, args...), nil
+}
+
+// scrapyMemoryMB is Scrapy's own memory limit under a hard limit: 10%
+// (at least 32 MiB) below it, for the interpreter's peaks between checks.
+func scrapyMemoryMB(hard int) int {
+	return max(hard-max(hard/10, 32), hard/2, 1)
 }
 
 // spiderEnv is the whole environment a spider sees: its job, its name, and
 // the few variables a program needs to run. Nothing else of the worker's
-// environment (database URLs, keys) reaches it.
-func spiderEnv(jobID, spider string) []string {
+// environment (database URLs, keys) reaches it. Sandboxed, HOME and TMPDIR
+// are its job directory.
+func spiderEnv(jobID, spider string, sandboxed bool) []string {
 	env := []string{
 		"SCRAPETHIS_JOB_ID=" + jobID,
 		"SCRAPETHIS_SPIDER=" + spider,
 		"PYTHONUNBUFFERED=1",
 	}
-	for _, k := range []string{"PATH", "HOME", "LANG"} {
+	pass := []string{"PATH", "HOME", "LANG"}
+	if sandboxed {
+		env = append(env, "HOME="+sandbox.JobDir, "TMPDIR=/tmp")
+		pass = []string{"PATH", "LANG"}
+	}
+	for _, k := range pass {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}

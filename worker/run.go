@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/sandbox"
 )
 
 // stopMode says why a spider is being stopped; the first reason wins.
@@ -127,19 +130,35 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	if err != nil {
 		return fail("%v", err)
 	}
-	argv, err := commandLine(file, args, cfg.ScrapyCommand, cfg.ScrapyLogLevel)
+	l := r.w.launcher
+	// Sandboxed, the spider's own file is all of its code it sees, bound
+	// read-only at /spider/NAME.
+	runPath := file
+	var code []sandbox.Mount
+	if l.Enabled() {
+		runPath = sandbox.CodeDir + "/" + filepath.Base(file)
+		code = []sandbox.Mount{{Source: file, Target: runPath}}
+	}
+	policy, err := l.Policy(r.job.ID, code, r.memoryMB())
 	if err != nil {
 		return fail("%v", err)
 	}
-	path, err := exec.LookPath(argv[0])
-	if err != nil {
-		return fail("start failed: %v", err)
+	memoryMB := 0
+	if l.Enabled() {
+		memoryMB = policy.Limits.MemoryMB
 	}
-	dir, err := os.MkdirTemp("", "scrapethis-job-")
+	argv, err := commandLine(file, runPath, args, cfg.ScrapyCommand, cfg.ScrapyLogLevel, memoryMB)
 	if err != nil {
-		return fail("start failed: %v", err)
+		return fail("%v", err)
 	}
-	defer os.RemoveAll(dir)
+	// An executable spider runs as the path it has in the sandbox; Scrapy
+	// by the path the worker finds, which the sandbox's system binds show.
+	path := runPath
+	if argv[0] != runPath {
+		if path, err = exec.LookPath(argv[0]); err != nil {
+			return fail("start failed: %v", err)
+		}
+	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -151,18 +170,16 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		outW.Close()
 		return fail("start failed: %v", err)
 	}
-	cmd := &exec.Cmd{
+	// The launcher starts it in its own process group (sandboxed, behind
+	// the sandbox's init), with a SIGKILL if the worker dies (the guard
+	// takes care of the rest of the group).
+	proc, err := l.Start(policy, sandbox.Command{
 		Path:   path,
 		Args:   argv,
-		Env:    spiderEnv(r.job.ID, r.job.SpiderName),
-		Dir:    dir,
+		Env:    spiderEnv(r.job.ID, r.job.SpiderName, l.Enabled()),
 		Stdout: outW,
 		Stderr: errW,
-		// Its own process group, so that a stop reaches every child; and
-		// SIGKILL if the worker dies (the guard takes care of children).
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
-	}
-	err = cmd.Start()
+	})
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -170,13 +187,18 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		errR.Close()
 		return fail("start failed: %v", err)
 	}
-	pgid := cmd.Process.Pid
+	pgid := proc.Pid()
 	r.w.guard.add(pgid)
 	defer r.w.guard.remove(pgid)
 	r.w.metrics.SpiderStarted()
 	defer r.w.metrics.SpiderEnded()
-	sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, cmd.String())
-	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts)
+	if l.Enabled() {
+		sysLog("attempt %d started on worker %s in a sandbox (uid %d, %d MiB memory, %d MiB disk): %s",
+			r.job.Attempts, r.w.id, proc.UID(), policy.Limits.MemoryMB, policy.Limits.DiskMB, strings.Join(argv, " "))
+	} else {
+		sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, strings.Join(argv, " "))
+	}
+	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts, "sandboxed", l.Enabled())
 
 	items := newBatcher(cfg.ItemBatch, cfg.ItemFlush, 0, r.log, "items", func(ctx context.Context, first int64, b []string) error {
 		err := r.w.db.AppendItems(ctx, r.job.ID, r.w.id, first, b)
@@ -222,8 +244,8 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		})
 	}()
 
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan sandbox.Result, 1)
+	go func() { exited <- proc.Wait() }()
 
 	var timeout <-chan time.Time
 	if limit := r.timeout(); limit > 0 {
@@ -233,11 +255,11 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	}
 	var kill <-chan time.Time
 	stop := r.stop
-	var waitErr error
+	var res sandbox.Result
 wait:
 	for {
 		select {
-		case waitErr = <-exited:
+		case res = <-exited:
 			break wait
 		case <-timeout:
 			timeout = nil
@@ -255,9 +277,12 @@ wait:
 			signalGroup(pgid, syscall.SIGKILL)
 		}
 	}
-	// The spider is gone; take down anything it left in its group.
-	signalGroup(pgid, syscall.SIGKILL)
-	r.awaitGroupGone(pgid)
+	// The spider is gone; take down anything it left in its group. A
+	// sandbox is gone with its init: the kernel has killed the rest.
+	if !proc.Sandboxed() {
+		signalGroup(pgid, syscall.SIGKILL)
+		r.awaitGroupGone(pgid)
+	}
 	if r.stopMode() == stopCancel {
 		r.w.metrics.Cancelled(time.Since(r.stopAt))
 	}
@@ -282,7 +307,7 @@ wait:
 	finish.Lock()
 	fr := finish.reason
 	finish.Unlock()
-	return r.decide(waitErr, fr, sysLog), itemsErr
+	return r.decide(res, policy.Limits.MemoryMB, fr, sysLog), itemsErr
 }
 
 func (r *run) modeName() string {
@@ -313,8 +338,13 @@ func (r *run) awaitGroupGone(pgid int) {
 	}
 }
 
+// memoryMB is the job's memory limit; 0 is the operator's default.
+// TODO(lead): the job's memory_mb once tasks carry it.
+func (r *run) memoryMB() int { return 0 }
+
 // decide turns how the process ended into the job's outcome.
-func (r *run) decide(waitErr error, finishReason string, sysLog func(string, ...any)) outcome {
+func (r *run) decide(res sandbox.Result, memoryMB int, finishReason string, sysLog func(string, ...any)) outcome {
+	waitErr := res.Err
 	switch r.stopMode() {
 	case stopCancel:
 		sysLog("spider stopped: cancelled")
@@ -325,6 +355,16 @@ func (r *run) decide(waitErr error, finishReason string, sysLog func(string, ...
 	case stopHandBack:
 		sysLog("spider stopped: worker shutting down; job handed back")
 		return outcome{status: scrapethis.StatusPending}
+	}
+	if res.MemoryExceeded() {
+		why := fmt.Sprintf("memory limit exceeded (%d MiB)", memoryMB)
+		sysLog("spider ended: %s: %s", exitReason(waitErr), why)
+		return outcome{status: scrapethis.StatusError, reason: reason(why)}
+	}
+	if finishReason == "memusage_exceeded" {
+		why := fmt.Sprintf("memory limit: Scrapy closed the spider near its %d MiB (finish_reason memusage_exceeded)", memoryMB)
+		sysLog("spider ended: %s", why)
+		return outcome{status: scrapethis.StatusError, reason: reason(why)}
 	}
 	if waitErr != nil {
 		why := exitReason(waitErr)

@@ -20,16 +20,23 @@ import (
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/tasks"
 )
 
-// Config is the worker's configuration; package config defines it and its
-// documented defaults, so that reading the environment needs no runtime
-// package.
-type Config = config.Worker
+// Config is how a worker runs: the settings package config reads from the
+// environment (with their documented defaults), and the sandbox spiders
+// run in. Every spider starts through the sandbox's launcher; its InitArgv
+// is this binary's "sandbox-init".
+type Config struct {
+	config.Worker
+	Sandbox sandbox.Config
+}
 
 // DefaultConfig returns the documented defaults.
-func DefaultConfig() Config { return config.DefaultWorker() }
+func DefaultConfig() Config {
+	return Config{Worker: config.DefaultWorker(), Sandbox: sandbox.DefaultConfig()}
+}
 
 // Metrics is what the worker reports; see package metrics.
 type Metrics interface {
@@ -60,8 +67,9 @@ type Worker struct {
 	log     *slog.Logger
 	metrics Metrics
 
-	slots chan struct{} // one per live spider process
-	guard *guard
+	slots    chan struct{} // one per live spider process
+	guard    *guard
+	launcher *sandbox.Launcher
 
 	mu      sync.Mutex
 	running map[string]*run
@@ -111,6 +119,18 @@ func (w *Worker) ID() string { return w.id }
 // taking jobs, lets running ones finish for ShutdownTimeout, hands back the
 // rest, and returns.
 func (w *Worker) Run(ctx context.Context) error {
+	l, err := sandbox.NewLauncher(w.cfg.Sandbox)
+	if err != nil {
+		return err
+	}
+	if l.Enabled() {
+		if err := l.Check(ctx); err != nil {
+			return err
+		}
+	} else {
+		w.log.Warn("SPIDER SANDBOX OFF (SCRAPETHIS_SANDBOX=off): spiders run as the worker's user, see its environment and every process, and have no limits")
+	}
+	w.launcher = l
 	host, _ := os.Hostname()
 	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
 		return fmt.Errorf("register worker: %w", err)
@@ -139,7 +159,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir)
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir, "sandbox", l.Enabled())
 
 	loops, stopLoops := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup

@@ -21,6 +21,7 @@ import (
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/tasks"
 	"github.com/scrapethis/scrapethis/worker"
 )
@@ -28,6 +29,7 @@ import (
 // TestMain doubles as a standalone worker process for the fault tests:
 // with WORKER_CHILD_DSN set, the test binary runs a worker until killed.
 func TestMain(m *testing.M) {
+	sandbox.Init() // the test binary is the sandbox's init too
 	// Checked first: a child worker's guard inherits WORKER_CHILD_DSN too.
 	if os.Getenv("WORKER_GUARD") == "1" {
 		os.Exit(worker.RunGuard(os.Stdin))
@@ -69,6 +71,9 @@ func testConfig(spiders string) worker.Config {
 	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
 	// This test binary doubles as the spider guard (see TestMain).
 	cfg.Guard = []string{"/usr/bin/env", "WORKER_GUARD=1", os.Args[0]}
+	// These tests watch spiders from the host (pid files, files outside the
+	// job directory); sandbox_test.go runs spiders sandboxed.
+	cfg.Sandbox.Enabled = false
 	return cfg
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/schedule"
 	"github.com/scrapethis/scrapethis/tasks"
 	"github.com/scrapethis/scrapethis/worker"
@@ -182,7 +183,7 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	// address, never SCRAPETHIS_HTTP_ADDR.
 	m := newMetrics(d)
 	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR",
-		worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m).Run)
+		worker.New(workerConfig(d.cfg), d.db, d.rdb, d.log, m).Run)
 }
 
 // cmdScheduler fires schedules until ctx ends. It serves only its metrics
@@ -269,6 +270,31 @@ func group(ctx context.Context, fns ...func(context.Context) error) error {
 		}
 	}
 	return first
+}
+
+// workerConfig is the worker's configuration: the guard and the sandbox
+// init are this binary.
+func workerConfig(c config.Config) worker.Config {
+	return withSandbox(withGuard(worker.Config{Worker: c.Worker}), c.Sandbox)
+}
+
+// withSandbox sets the spider sandbox from its configuration; its init is
+// this binary's sandbox-init (see sandbox.RunInit).
+func withSandbox(c worker.Config, s config.Sandbox) worker.Config {
+	c.Sandbox = sandbox.Config{
+		Enabled:     s.Enabled,
+		UIDFirst:    s.UIDFirst,
+		UIDLast:     s.UIDLast,
+		Network:     sandbox.Network(s.Network),
+		Binds:       s.Binds,
+		MaxMemoryMB: s.MemoryMaxMB,
+		Defaults: sandbox.Limits{MemoryMB: s.MemoryMB, DiskMB: s.DiskMB, Procs: s.Procs,
+			NoFile: s.NoFile, CPUSeconds: s.CPUSeconds},
+	}
+	if exe, err := os.Executable(); err == nil {
+		c.Sandbox.InitArgv = []string{exe, sandbox.InitCommand}
+	}
+	return c
 }
 
 // withGuard runs this binary's spider-guard beside the worker (see

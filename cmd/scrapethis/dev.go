@@ -103,7 +103,7 @@ metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 
 `, base, api.MonitoringPath, d.cfg.AdminUser, password)
 
-	w := worker.New(withGuard(d.cfg.Worker), d.db, d.rdb, d.log, m)
+	w := worker.New(workerConfig(d.cfg), d.db, d.rdb, d.log, m)
 	return group(ctx,
 		func(ctx context.Context) error { return serveListener(ctx, d.log, ln, mux) },
 		w.Run,

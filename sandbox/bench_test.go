@@ -1,0 +1,147 @@
+package sandbox_test
+
+import (
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scrapethis/scrapethis/sandbox"
+)
+
+// BenchmarkStart starts and waits for a no-op executable, with the sandbox
+// off and on, and reports the median per job; "on" also reports the init's
+// resident memory. go test -run '^$' -bench Start -benchtime 200x ./sandbox/
+// (SANDBOX_BENCH_INIT=bin/scrapethis measures the shipped binary as init).
+func BenchmarkStart(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the sandbox needs root")
+	}
+	for _, enabled := range []bool{false, true} {
+		name := "off"
+		if enabled {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := sandbox.DefaultConfig()
+			cfg.Enabled = enabled
+			cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
+			if v := os.Getenv("SANDBOX_BENCH_INIT"); v != "" { // bin/scrapethis, say
+				cfg.InitArgv[0] = v
+			}
+			cfg.LockDir = b.TempDir()
+			l, err := sandbox.NewLauncher(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			path := "/bin/true"
+			var code []sandbox.Mount
+			p, err := l.Policy("bench", code, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			times := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				began := time.Now()
+				proc, err := l.Start(p, sandbox.Command{Path: path, Args: []string{path}, Env: []string{"PATH=/usr/bin:/bin"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res := proc.Wait(); res.Err != nil {
+					b.Fatal(res.Err)
+				}
+				times = append(times, time.Since(began))
+			}
+			b.StopTimer()
+			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "ms-median")
+			b.ReportMetric(float64(times[len(times)*9/10].Microseconds())/1000, "ms-p90")
+			if enabled {
+				rss, anon := initRSS(b, l, p)
+				b.ReportMetric(float64(rss), "init-RSS-KiB")
+				b.ReportMetric(float64(anon), "init-RssAnon-KiB")
+			}
+		})
+	}
+}
+
+// initRSS is the resident memory of a sandbox's init while its spider runs:
+// all of it, and its own (anonymous) part, the rest being the binary's
+// pages that every init shares.
+func initRSS(b *testing.B, l *sandbox.Launcher, p sandbox.Policy) (rss, anon int) {
+	proc, err := l.Start(p, sandbox.Command{Path: "/bin/sleep", Args: []string{"sleep", "0.5"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer proc.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		// Once the spider runs, the init has done all its work.
+		if kids, _ := os.ReadFile("/proc/" + strconv.Itoa(proc.Pid()) + "/task/" + strconv.Itoa(proc.Pid()) + "/children"); len(strings.TrimSpace(string(kids))) > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st, _ := os.ReadFile("/proc/" + strconv.Itoa(proc.Pid()) + "/status")
+	for _, line := range strings.Split(string(st), "\n") {
+		if f := strings.Fields(line); len(f) > 1 {
+			switch f[0] {
+			case "VmRSS:":
+				rss, _ = strconv.Atoi(f[1])
+			case "RssAnon:":
+				anon, _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	return rss, anon
+}
+
+// BenchmarkStartParallel is the throughput of no-op jobs, four at a time
+// (the worker's default concurrency), sandbox off and on: jobs/s.
+func BenchmarkStartParallel(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("the sandbox needs root")
+	}
+	for _, enabled := range []bool{false, true} {
+		name := "off"
+		if enabled {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := sandbox.DefaultConfig()
+			cfg.Enabled = enabled
+			cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
+			if v := os.Getenv("SANDBOX_BENCH_INIT"); v != "" {
+				cfg.InitArgv[0] = v
+			}
+			cfg.LockDir = b.TempDir()
+			l, err := sandbox.NewLauncher(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := l.Policy("bench", nil, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(2) // x GOMAXPROCS 2: four at a time
+			began := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					proc, err := l.Start(p, sandbox.Command{Path: "/bin/true", Args: []string{"true"}})
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if res := proc.Wait(); res.Err != nil {
+						b.Error(res.Err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "jobs/s")
+		})
+	}
+}
