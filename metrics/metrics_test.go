@@ -172,6 +172,7 @@ func (b *opsBundle) startWorker() {
 	cfg.SpidersDir = b.spiders
 	cfg.CancelGrace = 2 * time.Second
 	cfg.ShutdownTimeout = time.Second
+	cfg.Sandbox.Enabled = false // the sandbox has tests of its own (worker, sandbox)
 	w := worker.New(cfg, b.db, b.rdb, discard(), b.m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
