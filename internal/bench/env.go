@@ -1,9 +1,8 @@
-package main
+package bench
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,41 +19,9 @@ import (
 	"github.com/scrapethis/scrapethis/worker"
 )
 
-// bench is one run: its connections, its child processes and its results.
-type bench struct {
-	opt      options
-	sz       sizes
-	res      *Results
-	progress io.Writer
-
-	dir        string // temporary: spiders, child logs, stamp and pid files
-	spidersDir string
-	helper     string // the benchspider binary, inside spidersDir
-	bin        string // absolute path of bin/scrapethis
-
-	store   *db.DB
-	rdb     redis.UniversalClient
-	ropt    *redis.Options
-	redisDB int
-
-	env    []string // the children's environment
-	api    *child
-	worker *child
-	client *apiClient
-
-	userID      string
-	key         string
-	spiders     map[string]string // name -> id, of the bench user
-	concurrency int               // the worker's
-
-	// workerIdleCPU is the worker's CPU while idle, for the throughput
-	// rows' context.
-	workerIdleCPU float64
-}
-
 // The spiders the bench registers. noop.sh and sleeper.sh are shell
 // scripts as the issue describes; benchspider is built from
-// cmd/bench/benchspider.
+// cmd/bench/benchspider (or Config.SpiderBin).
 var spiderFiles = map[string]string{
 	"noop.sh": "#!/bin/sh\nexit 0\n",
 	// The pid of sh is the spider's process group; exec keeps it for
@@ -63,58 +29,53 @@ var spiderFiles = map[string]string{
 	"sleeper.sh": "#!/bin/sh\necho $$ > \"${2#dir=}/$SCRAPETHIS_JOB_ID.pid\"\nexec sleep 60\n",
 }
 
-func (b *bench) say(format string, args ...any) {
-	fmt.Fprintf(b.progress, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
-}
-
-func (b *bench) setup(ctx context.Context) error {
-	if err := b.checkTargets(); err != nil {
-		return err
-	}
+func (b *Benchmarker) setup(ctx context.Context) error {
 	var err error
 	b.dir, err = os.MkdirTemp("", "scrapethis-bench-")
 	if err != nil {
-		return err
+		return fmt.Errorf("temporary directory: %w", err)
 	}
 	b.spidersDir = filepath.Join(b.dir, "spiders")
 	for _, d := range []string{b.spidersDir, filepath.Join(b.dir, "stamps"), filepath.Join(b.dir, "pids")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
+			return fmt.Errorf("temporary directory: %w", err)
 		}
 	}
 	for name, body := range spiderFiles {
 		if err := os.WriteFile(filepath.Join(b.spidersDir, name), []byte(body), 0o755); err != nil {
-			return err
+			return fmt.Errorf("write spider %s: %w", name, err)
 		}
 	}
 	if err := b.build(ctx); err != nil {
 		return err
 	}
 
-	b.say("database %s (dropped and recreated), Redis %s (flushed)", redactURL(b.opt.databaseURL), b.opt.redisURL)
-	if err := db.DropDatabase(ctx, b.opt.databaseURL); err != nil {
-		return err
+	if b.cfg.Recreate {
+		b.say("database %s (dropped and recreated), Redis %s (flushed)", redactURL(b.cfg.DatabaseURL), b.cfg.RedisURL)
+		if err := db.DropDatabase(ctx, b.cfg.DatabaseURL); err != nil {
+			return err
+		}
+		if err := db.CreateDatabase(ctx, b.cfg.DatabaseURL); err != nil {
+			return err
+		}
+	} else {
+		b.say("database %s, Redis %s (flushed)", redactURL(b.cfg.DatabaseURL), b.cfg.RedisURL)
 	}
-	if err := db.CreateDatabase(ctx, b.opt.databaseURL); err != nil {
-		return err
-	}
-	b.store, err = db.Open(ctx, withAppName(b.opt.databaseURL))
+	// The bench's own queries run from at most 16 goroutines, so its pool
+	// stays small beside the API's and the worker's without a bound here.
+	b.store, err = db.Open(ctx, withAppName(b.cfg.DatabaseURL))
 	if err != nil {
 		return err
 	}
-	// The API and the worker hold up to 32 connections each: leave room
-	// under Postgres's default max_connections of 100.
-	b.store.SetMaxOpenConns(20)
-	b.store.SetMaxIdleConns(20)
 	if _, err := b.store.Migrate(ctx); err != nil {
 		return err
 	}
-	b.ropt, err = redis.ParseURL(b.opt.redisURL)
+	b.ropt, err = redis.ParseURL(b.cfg.RedisURL)
 	if err != nil {
 		return fmt.Errorf("redis url: %w", err)
 	}
 	b.redisDB = b.ropt.DB
-	b.rdb, err = tasks.OpenRedis(ctx, b.opt.redisURL)
+	b.rdb, err = tasks.OpenRedis(ctx, b.cfg.RedisURL)
 	if err != nil {
 		return err
 	}
@@ -140,8 +101,8 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 
 	b.concurrency = worker.DefaultConfig().Concurrency
-	if b.opt.concurrency > 0 {
-		b.concurrency = b.opt.concurrency
+	if b.cfg.WorkerConcurrency > 0 {
+		b.concurrency = b.cfg.WorkerConcurrency
 	}
 	if err := b.childEnv(); err != nil {
 		return err
@@ -150,46 +111,45 @@ func (b *bench) setup(ctx context.Context) error {
 	return b.startAPI(ctx)
 }
 
-// checkTargets refuses a database or Redis index that may hold data worth
-// keeping, since the bench drops the one and flushes the other.
-func (b *bench) checkTargets() error {
-	u, err := url.Parse(b.opt.databaseURL)
-	if err != nil {
-		return fmt.Errorf("database url: %w", err)
-	}
-	if name := strings.TrimPrefix(u.Path, "/"); !strings.Contains(name, "bench") {
-		return fmt.Errorf("refusing to drop database %q: the bench's database name must contain \"bench\"", name)
-	}
-	opt, err := redis.ParseURL(b.opt.redisURL)
-	if err != nil {
-		return fmt.Errorf("redis url: %w", err)
-	}
-	if opt.DB == 0 {
-		return fmt.Errorf("refusing to flush Redis database 0 (`make run` uses it): give the bench its own, such as /8")
-	}
-	return nil
-}
-
-// build makes sure bin/scrapethis exists (make bench builds it first) and
-// builds the helper spider into the spiders directory.
-func (b *bench) build(ctx context.Context) error {
+// build makes sure the scrapethis binary exists (make bench builds it
+// first) and puts the bench spider into the spiders directory, built from
+// this module unless Config.SpiderBin names one.
+func (b *Benchmarker) build(ctx context.Context) error {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	if _, err := os.Stat(b.opt.bin); err != nil {
-		b.say("building %s", b.opt.bin)
-		if err := runCmd(ctx, goTool, "build", "-o", b.opt.bin, "./cmd/scrapethis"); err != nil {
-			return fmt.Errorf("build %s (run from the repository root, or `make build`): %w", b.opt.bin, err)
+	if _, err := os.Stat(b.cfg.Bin); err != nil {
+		b.say("building %s", b.cfg.Bin)
+		if err := runCmd(ctx, goTool, "build", "-o", b.cfg.Bin, modulePath+"/cmd/scrapethis"); err != nil {
+			return fmt.Errorf("build %s (run inside the repository, or `make build`): %w", b.cfg.Bin, err)
 		}
 	}
-	b.bin, err = filepath.Abs(b.opt.bin)
+	b.bin, err = filepath.Abs(b.cfg.Bin)
 	if err != nil {
-		return err
+		return fmt.Errorf("binary path: %w", err)
 	}
 	b.helper = filepath.Join(b.spidersDir, "benchspider")
-	if err := runCmd(ctx, goTool, "build", "-o", b.helper, "./cmd/bench/benchspider"); err != nil {
-		return fmt.Errorf("build the helper spider (run from the repository root): %w", err)
+	if b.cfg.SpiderBin != "" {
+		return copyFile(b.cfg.SpiderBin, b.helper)
+	}
+	if err := runCmd(ctx, goTool, "build", "-o", b.helper, modulePath+"/cmd/bench/benchspider"); err != nil {
+		return fmt.Errorf("build the bench spider (run inside the repository): %w", err)
+	}
+	return nil
+}
+
+// modulePath is the module the binaries are built from; go build finds it
+// from any directory inside the repository.
+const modulePath = "github.com/scrapethis/scrapethis"
+
+func copyFile(from, to string) error {
+	body, err := os.ReadFile(from)
+	if err != nil {
+		return fmt.Errorf("bench spider: %w", err)
+	}
+	if err := os.WriteFile(to, body, 0o755); err != nil {
+		return fmt.Errorf("bench spider: %w", err)
 	}
 	return nil
 }
@@ -204,7 +164,7 @@ func runCmd(ctx context.Context, name string, args ...string) error {
 
 // childEnv is the environment of the API and the worker: the essentials,
 // any SCRAPETHIS_* tuning of the caller's, and the bench's own addresses.
-func (b *bench) childEnv() error {
+func (b *Benchmarker) childEnv() error {
 	apiAddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -214,15 +174,15 @@ func (b *bench) childEnv() error {
 		return err
 	}
 	set := map[string]string{
-		"DATABASE_URL":                   b.opt.databaseURL,
-		"REDIS_URL":                      b.opt.redisURL,
+		"DATABASE_URL":                   b.cfg.DatabaseURL,
+		"REDIS_URL":                      b.cfg.RedisURL,
 		"SCRAPETHIS_HTTP_ADDR":           apiAddr,
 		"SCRAPETHIS_SPIDERS_DIR":         b.spidersDir,
 		"SCRAPETHIS_WORKER_METRICS_ADDR": metricsAddr,
 		"SCRAPETHIS_LOG_FORMAT":          "json",
 	}
-	if b.opt.concurrency > 0 {
-		set["SCRAPETHIS_WORKER_CONCURRENCY"] = strconv.Itoa(b.opt.concurrency)
+	if b.cfg.WorkerConcurrency > 0 {
+		set["SCRAPETHIS_WORKER_CONCURRENCY"] = strconv.Itoa(b.cfg.WorkerConcurrency)
 	}
 	var env, passed []string
 	for _, kv := range os.Environ() {
@@ -270,24 +230,20 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (b *bench) meta(ctx context.Context) {
+func (b *Benchmarker) meta(ctx context.Context) {
 	m := b.res.Meta
-	if v, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(v))
-		if len(f) > 0 {
-			m["loadavg_1m_at_start"] = f[0]
-			if l, err := strconv.ParseFloat(f[0], 64); err == nil && l > float64(runtime.NumCPU())/2 {
-				b.say("WARNING: load average %.1f on %d CPUs before the bench starts: numbers will be noisy", l, runtime.NumCPU())
-			}
+	if l, err := b.procs.loadavg(); err == nil {
+		m["loadavg_1m_at_start"] = l
+		if l > float64(runtime.NumCPU())/2 {
+			b.say("WARNING: load average %.1f on %d CPUs before the bench starts: numbers will be noisy", l, runtime.NumCPU())
 		}
 	}
 	m["go"] = runtime.Version()
 	m["cpus"] = runtime.NumCPU()
-	if v, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m["kernel"] = strings.TrimSpace(string(v))
+	if k, err := b.procs.kernel(); err == nil {
+		m["kernel"] = k
 	}
-	var pg string
-	if b.store.GetContext(ctx, &pg, `SHOW server_version`) == nil {
+	if pg, err := b.store.ServerVersion(ctx); err == nil {
 		m["postgres"] = pg
 	}
 	if info, err := b.rdb.Info(ctx, "server").Result(); err == nil {
@@ -299,31 +255,29 @@ func (b *bench) meta(ctx context.Context) {
 	}
 	m["worker_concurrency"] = b.concurrency
 	m["task_check_interval"] = worker.DefaultConfig().TaskCheckInterval.String()
-	m["binary"] = b.opt.bin
+	m["binary"] = b.cfg.Bin
 	m["sizes"] = map[string]any{
-		"create_clients": b.sz.createClients, "create_requests": b.sz.createN,
-		"dispatch_jobs": b.sz.dispatchN, "completion_jobs": b.sz.completionN, "cancel_jobs": b.sz.cancelN,
-		"items": b.sz.items, "list_rows": b.sz.listTotal, "list_user_rows": b.sz.listUser, "list_requests": b.sz.listN,
+		"create_clients": b.sz.CreateClients, "create_requests": b.sz.CreateRequests,
+		"dispatch_jobs": b.sz.DispatchJobs, "completion_jobs": b.sz.CompletionJobs, "cancel_jobs": b.sz.CancelJobs,
+		"items": b.sz.Items, "list_rows": b.sz.ListRows, "list_user_rows": b.sz.ListUserRows, "list_requests": b.sz.ListRequests,
 	}
 }
 
-func (b *bench) describe() string {
+func (b *Benchmarker) describe() string {
 	return fmt.Sprintf("%d CPUs, %s, Postgres %v, Redis %v, worker concurrency %d",
 		runtime.NumCPU(), runtime.Version(), b.res.Meta["postgres"], b.res.Meta["redis"], b.concurrency)
 }
 
+// redactURL hides a URL's password.
 func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i > 0 {
-		if j := strings.Index(s, "://"); j > 0 && j < i {
-			if k := strings.Index(s[j+3:i], ":"); k >= 0 {
-				return s[:j+3+k] + ":***" + s[i:]
-			}
-		}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
 	}
-	return s
+	return u.Redacted()
 }
 
-func (b *bench) close() {
+func (b *Benchmarker) close() {
 	b.stopChildren()
 	if b.rdb != nil {
 		b.rdb.Close()
@@ -332,7 +286,7 @@ func (b *bench) close() {
 		b.store.Close()
 	}
 	if b.dir != "" {
-		if b.opt.keep {
+		if b.cfg.Keep {
 			fmt.Fprintf(b.progress, "kept %s (spiders, api.log, worker.log)\n", b.dir)
 		} else {
 			os.RemoveAll(b.dir)
