@@ -6,8 +6,9 @@
 //	-a mode=stamp -a out=FILE   write this process's start time (Unix ns) to FILE
 //	-a mode=items -a n=N        print N small JSON items
 //
-// It imports nothing beyond the standard library's basics so that it starts
-// fast; the benchmark measures that start cost in-process as the baseline.
+// It imports nothing beyond the standard library's basics and the bench's
+// item encoder, so that it starts fast; the benchmark measures that start
+// cost in-process as the baseline.
 package main
 
 import (
@@ -17,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scrapethis/scrapethis/internal/bench/itemgen"
 )
 
 // start is taken in package initialisation, before main, as close to the
@@ -69,31 +72,16 @@ func stamp(out string) error {
 	return os.Rename(tmp, out)
 }
 
-// items prints n items. Item is also in cmd/bench (items.go): the raw COPY
-// baseline stores byte-for-byte the same rows.
+// items prints n items, the ones the raw COPY baseline stores.
 func items(n int) error {
 	w := bufio.NewWriterSize(os.Stdout, 64<<10)
 	buf := make([]byte, 0, 128)
 	for i := 0; i < n; i++ {
-		buf = append(Item(buf[:0], i), '\n')
+		buf = append(itemgen.Append(buf[:0], i), '\n')
 		if _, err := w.Write(buf); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(os.Stderr, "printed %d items in %s\n", n, time.Since(start).Round(time.Millisecond))
 	return w.Flush()
-}
-
-// Item appends item i: {"i":42,"name":"item-42","price":0.42}.
-func Item(b []byte, i int) []byte {
-	b = append(b, `{"i":`...)
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, `,"name":"item-`...)
-	b = strconv.AppendInt(b, int64(i), 10)
-	b = append(b, `","price":`...)
-	b = strconv.AppendInt(b, int64(i%1000/100), 10)
-	b = append(b, '.')
-	c := i % 100
-	b = append(b, byte('0'+c/10), byte('0'+c%10))
-	return append(b, '}')
 }

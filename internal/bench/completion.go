@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/scrapethis/scrapethis"
 )
 
 // cpuSnapshot is the CPU spent so far by everything a job touches.
@@ -20,26 +22,26 @@ type cpuSnapshot struct {
 	redis              time.Duration
 }
 
-func (b *bench) snapshot(ctx context.Context) cpuSnapshot {
+func (b *Benchmarker) snapshot(ctx context.Context) cpuSnapshot {
 	return b.snapshotPG(ctx, false)
 }
 
 // snapshotPG is snapshot counting the bench's own Postgres connections as
 // well, for a raw baseline that runs on them.
-func (b *bench) snapshotPG(ctx context.Context, includeBench bool) cpuSnapshot {
+func (b *Benchmarker) snapshotPG(ctx context.Context, includeBench bool) cpuSnapshot {
 	s := cpuSnapshot{pg: b.startPGCPU(ctx, includeBench)}
-	s.worker = childCPU(b.worker)
-	s.api = childCPU(b.api)
-	s.bench, _ = procCPU(os.Getpid())
+	s.worker = b.childCPU(b.worker)
+	s.api = b.childCPU(b.api)
+	s.bench, _ = b.procs.cpu(os.Getpid())
 	s.redis, _ = redisCPU(ctx, b.rdb)
 	return s
 }
 
-func childCPU(c *child) cpuTimes {
+func (b *Benchmarker) childCPU(c *child) cpuTimes {
 	if c == nil {
 		return cpuTimes{}
 	}
-	t, _ := procCPU(c.pid())
+	t, _ := b.procs.cpu(c.pid())
 	return t
 }
 
@@ -48,11 +50,11 @@ type cpuUsed struct {
 	worker, spiders, api, pg, redis, bench time.Duration
 }
 
-func (b *bench) cpuSince(ctx context.Context, s cpuSnapshot) cpuUsed {
+func (b *Benchmarker) cpuSince(ctx context.Context, s cpuSnapshot) cpuUsed {
 	r, _ := redisCPU(ctx, b.rdb)
-	self, _ := procCPU(os.Getpid())
-	dw := childCPU(b.worker).sub(s.worker)
-	return cpuUsed{worker: dw.self, spiders: dw.children, api: childCPU(b.api).sub(s.api).self,
+	self, _ := b.procs.cpu(os.Getpid())
+	dw := b.childCPU(b.worker).sub(s.worker)
+	return cpuUsed{worker: dw.self, spiders: dw.children, api: b.childCPU(b.api).sub(s.api).self,
 		pg: s.pg.since(ctx), redis: r - s.redis, bench: self.sub(s.bench).self}
 }
 
@@ -75,8 +77,8 @@ func (u cpuUsed) perOp(n int) string {
 // clients can, and time until every one is final. The baseline is fork/exec
 // of the same file n times from this process, as many at once as the
 // worker runs spiders.
-func (b *bench) completionThroughput(ctx context.Context) error {
-	n := b.sz.completionN
+func (b *Benchmarker) completionThroughput(ctx context.Context) error {
+	n := b.sz.CompletionJobs
 	noop := filepath.Join(b.spidersDir, "noop.sh")
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -115,8 +117,8 @@ func (b *bench) completionThroughput(ctx context.Context) error {
 		return fmt.Errorf("POST: %d errors, first: %w", p.errs, p.err)
 	}
 	for {
-		var open int
-		if err := b.sql.GetContext(ctx, &open, `SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')`); err != nil {
+		open, err := b.store.OpenJobCount(ctx)
+		if err != nil {
 			return err
 		}
 		if open == 0 {
@@ -129,9 +131,8 @@ func (b *bench) completionThroughput(ctx context.Context) error {
 	}
 	elapsed := time.Since(start)
 	used := b.cpuSince(ctx, snap)
-	var finished int
-	if err := b.sql.GetContext(ctx, &finished, `SELECT count(*) FROM jobs WHERE spider_id = $1 AND status = 'finished' AND created_at >= $2`,
-		b.spiders["noop"], start); err != nil {
+	finished, err := b.store.SpiderJobCount(ctx, b.spiders["noop"], scrapethis.StatusFinished, start)
+	if err != nil {
 		return err
 	}
 	rate := float64(p.ok) / elapsed.Seconds()

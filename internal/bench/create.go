@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -79,7 +79,7 @@ func hammer(ctx context.Context, workers, n int, limit time.Duration, fn func(ct
 // Enqueue with the job's TaskID, from 16 goroutines in this process. The
 // worker is not started yet, so nothing but creating runs; the jobs are
 // deleted afterwards.
-func (b *bench) createThroughput(ctx context.Context) error {
+func (b *Benchmarker) createThroughput(ctx context.Context) error {
 	spiderID := b.spiders["noop"]
 	body := b.jobBody("noop", nil)
 	post := func(ctx context.Context) error {
@@ -93,7 +93,8 @@ func (b *bench) createThroughput(ctx context.Context) error {
 		return nil
 	}
 	// Warm up connections and plans on both sides.
-	if r := hammer(ctx, 16, 500, 10*time.Second, post); r.err != nil {
+	warm := b.sz.CreateWarmup
+	if r := hammer(ctx, 16, warm, 10*time.Second, post); r.err != nil {
 		return fmt.Errorf("warm-up POSTs: %w", r.err)
 	}
 
@@ -104,8 +105,7 @@ func (b *bench) createThroughput(ctx context.Context) error {
 			return err
 		}
 		job := scrapethis.Job{ID: id.String(), UserID: b.userID, SpiderID: spiderID, SpiderName: "noop"}
-		if _, err := b.sql.ExecContext(ctx, `INSERT INTO jobs (id, user_id, spider_id, arguments) VALUES ($1, $2, $3, '{}')`,
-			job.ID, job.UserID, job.SpiderID); err != nil {
+		if err := b.store.InsertJobRow(ctx, job.ID, job.UserID, job.SpiderID); err != nil {
 			return err
 		}
 		t, err := tasks.NewRunSpiderTask(job)
@@ -115,9 +115,9 @@ func (b *bench) createThroughput(ctx context.Context) error {
 		_, err = aq.EnqueueContext(ctx, t)
 		return err
 	}
-	hammer(ctx, 16, 200, 5*time.Second, raw)
+	hammer(ctx, 16, min(200, warm), 5*time.Second, raw)
 	snap := b.snapshotPG(ctx, true)
-	base := hammer(ctx, 16, b.sz.createN, b.sz.createMax, raw)
+	base := hammer(ctx, 16, b.sz.CreateRequests, b.sz.CreateMax, raw)
 	if base.err != nil {
 		return fmt.Errorf("raw baseline: %d errors, first: %w", base.errs, base.err)
 	}
@@ -140,15 +140,15 @@ func (b *bench) createThroughput(ctx context.Context) error {
 		return queuer.Enqueue(ctx, job)
 	}
 	snap = b.snapshotPG(ctx, true)
-	direct := hammer(ctx, 16, b.sz.createN, b.sz.createMax, storeOnly)
+	direct := hammer(ctx, 16, b.sz.CreateRequests, b.sz.CreateMax, storeOnly)
 	if direct.err != nil {
 		return fmt.Errorf("in-process store calls: %d errors, first: %w", direct.errs, direct.err)
 	}
 	directNote := fmt.Sprintf("a request's store calls unbatched, without HTTP, 16 goroutines: %s", b.cpuSince(ctx, snap).perOp(direct.ok))
 
-	for _, clients := range b.sz.createClients {
+	for _, clients := range b.sz.CreateClients {
 		snap := b.snapshot(ctx)
-		r := hammer(ctx, clients, b.sz.createN, b.sz.createMax, post)
+		r := hammer(ctx, clients, b.sz.CreateRequests, b.sz.CreateMax, post)
 		note := fmt.Sprintf("%d POSTs in %s; latency p50 %.2f ms, p99 %.2f ms; %s",
 			r.ok, r.elapsed.Round(time.Millisecond), ms(percentile(r.lat, 50)), ms(percentile(r.lat, 99)), b.cpuSince(ctx, snap).perOp(r.ok))
 		if r.errs > 0 {
@@ -162,7 +162,7 @@ func (b *bench) createThroughput(ctx context.Context) error {
 	b.res.add("create: UserByKey + CreateJob + Enqueue one by one, in-process", direct.rate(), "jobs/s", ptr(baseRate), true, nil, directNote)
 
 	// Nothing may run these: the worker starts on an empty queue.
-	if _, err := b.sql.ExecContext(ctx, `TRUNCATE jobs CASCADE`); err != nil {
+	if err := b.store.TruncateJobs(ctx); err != nil {
 		return err
 	}
 	return b.rdb.FlushDB(ctx).Err()

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/scrapethis/scrapethis"
 )
 
 // apiClient talks to the API as a client does.
@@ -54,17 +56,17 @@ func (c *apiClient) doKey(ctx context.Context, auth, method, path string, body [
 }
 
 // jobBody is a POST /api/v1/jobs body for one of the bench's spiders.
-func (b *bench) jobBody(spider string, args map[string]string) []byte {
+func (b *Benchmarker) jobBody(spider string, args map[string]string) []byte {
 	body, _ := json.Marshal(map[string]any{"spider_id": b.spiders[spider], "arguments": args})
 	return body
 }
 
 // postJob starts a job over the API and returns its id.
-func (b *bench) postJob(ctx context.Context, spider string, args map[string]string) (string, error) {
+func (b *Benchmarker) postJob(ctx context.Context, spider string, args map[string]string) (string, error) {
 	return b.post(ctx, b.jobBody(spider, args))
 }
 
-func (b *bench) post(ctx context.Context, body []byte) (string, error) {
+func (b *Benchmarker) post(ctx context.Context, body []byte) (string, error) {
 	st, out, err := b.client.do(ctx, http.MethodPost, "/api/v1/jobs", body)
 	if err != nil {
 		return "", err
@@ -81,24 +83,23 @@ func (b *bench) post(ctx context.Context, body []byte) (string, error) {
 	return resp.JobID, nil
 }
 
-// waitFinal polls the job's row until it is final, and returns its status.
-func (b *bench) waitFinal(ctx context.Context, id string, limit time.Duration) (string, error) {
+// waitFinal polls the job until it is final, and returns it.
+func (b *Benchmarker) waitFinal(ctx context.Context, id string, limit time.Duration) (scrapethis.Job, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		var st string
-		if err := b.sql.GetContext(ctx, &st, `SELECT status FROM jobs WHERE id = $1`, id); err != nil {
-			return "", err
+		job, err := b.store.JobByID(ctx, id)
+		if err != nil {
+			return job, err
 		}
-		switch st {
-		case "finished", "error", "cancelled":
-			return st, nil
+		if job.Status.Final() {
+			return job, nil
 		}
 		if time.Now().After(deadline) {
-			return st, fmt.Errorf("job %s still %s after %s", id, st, limit)
+			return job, fmt.Errorf("job %s still %s after %s", id, job.Status, limit)
 		}
 		select {
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return job, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/scrapethis/scrapethis"
 )
 
 // dispatchLatency: from the API's 200 for a POST to the spider process
@@ -18,7 +20,7 @@ import (
 // named by its argument. The baseline is the same spider started with
 // fork/exec from this process, measured the same way: what starting the
 // process costs by itself.
-func (b *bench) dispatchLatency(ctx context.Context) error {
+func (b *Benchmarker) dispatchLatency(ctx context.Context) error {
 	dir := filepath.Join(b.dir, "stamps")
 	one := func(i int) (sent, accepted time.Time, started time.Time, err error) {
 		out := filepath.Join(dir, "api-"+strconv.Itoa(i))
@@ -32,8 +34,8 @@ func (b *bench) dispatchLatency(ctx context.Context) error {
 		if started, err = waitStamp(ctx, out, 10*time.Second); err != nil {
 			return
 		}
-		if st, err2 := b.waitFinal(ctx, id, 10*time.Second); err2 != nil || st != "finished" {
-			err = fmt.Errorf("stamp job ended %s: %v", st, err2)
+		if job, err2 := b.waitFinal(ctx, id, 10*time.Second); err2 != nil || job.Status != scrapethis.StatusFinished {
+			err = fmt.Errorf("stamp job ended %s: %v", job.Status, err2)
 		}
 		return
 	}
@@ -44,8 +46,8 @@ func (b *bench) dispatchLatency(ctx context.Context) error {
 	}
 	var fromAccept, fromSent, post []time.Duration
 	negative := 0
-	deadline := time.Now().Add(time.Duration(b.sz.dispatchN) * 200 * time.Millisecond)
-	for i := 0; i < b.sz.dispatchN && time.Now().Before(deadline); i++ {
+	deadline := time.Now().Add(time.Duration(b.sz.DispatchJobs) * 200 * time.Millisecond)
+	for i := 0; i < b.sz.DispatchJobs && time.Now().Before(deadline); i++ {
 		sent, accepted, started, err := one(i)
 		if err != nil {
 			return err

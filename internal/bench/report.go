@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -63,10 +63,11 @@ const noisyPct = 5
 
 // Results collects rows as scenarios produce them.
 type Results struct {
-	Started time.Time
-	Quick   bool
-	Meta    map[string]any
-	Rows    []Row
+	Started  time.Time
+	Mode     string         // Config.Mode
+	Describe string         // the machine and versions, in one line
+	Meta     map[string]any // the machine, versions and sizes
+	Rows     []Row
 }
 
 // add appends a row. higherIsBetter says how the ratio is formed; baseline
@@ -148,8 +149,10 @@ func num(v float64) string {
 	}
 }
 
-// Print writes the table, then every unmet target as a gap.
+// Print writes a title, the table, the notes, then every unmet target as
+// a gap.
 func (r *Results) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nScrapeThis benchmark (%s), %s, %s\n", r.Mode, r.Started.Format(time.RFC3339), r.Describe)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "name\tvalue\tunit\tbaseline\tratio\ttarget\tmet\tothers%\t")
 	for _, row := range r.Rows {
@@ -216,21 +219,25 @@ func (r *Results) WriteJSON(path string) error {
 	out := struct {
 		Started  time.Time      `json:"started"`
 		Duration string         `json:"duration"`
+		Mode     string         `json:"mode"`
 		Quick    bool           `json:"quick"`
 		Meta     map[string]any `json:"meta"`
 		Rows     []Row          `json:"rows"`
-	}{r.Started.UTC(), time.Since(r.Started).Round(time.Millisecond).String(), r.Quick, r.Meta, rows}
+	}{r.Started.UTC(), time.Since(r.Started).Round(time.Millisecond).String(), r.Mode, r.Mode == "quick", r.Meta, rows}
 	var body bytes.Buffer
 	enc := json.NewEncoder(&body)
 	enc.SetEscapeHTML(false) // keep ">=" readable
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(out); err != nil {
-		return err
+		return fmt.Errorf("encode results: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+		return fmt.Errorf("results directory: %w", err)
 	}
-	return os.WriteFile(path, body.Bytes(), 0o644)
+	if err := os.WriteFile(path, body.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
 }
 
 // percentile returns the nearest-rank p-th percentile (0 < p <= 100) of ds.

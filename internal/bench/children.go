@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type child struct {
 	err     error
 }
 
-func (b *bench) startChild(name string, args ...string) (*child, error) {
+func (b *Benchmarker) startChild(name string, args ...string) (*child, error) {
 	logPath := filepath.Join(b.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -79,13 +79,13 @@ func (c *child) tail() string {
 	return string(b)
 }
 
-func (b *bench) stopChildren() {
+func (b *Benchmarker) stopChildren() {
 	// The worker first: it hands back or finishes what it runs.
 	b.worker.stop(30 * time.Second)
 	b.api.stop(15 * time.Second)
 }
 
-func (b *bench) startAPI(ctx context.Context) error {
+func (b *Benchmarker) startAPI(ctx context.Context) error {
 	var err error
 	if b.api, err = b.startChild("api", "api"); err != nil {
 		return err
@@ -105,7 +105,7 @@ func (b *bench) startAPI(ctx context.Context) error {
 }
 
 // startWorker runs the worker and waits until it has run a job.
-func (b *bench) startWorker(ctx context.Context) error {
+func (b *Benchmarker) startWorker(ctx context.Context) error {
 	var err error
 	if b.worker, err = b.startChild("worker", "worker"); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/scrapethis/scrapethis"
 )
 
 // cancelLatency: from sending DELETE /api/v1/jobs/{id} to the spider's
@@ -18,10 +20,10 @@ import (
 // `exec sleep 60`). The spider writes its pid, which is its process group
 // id, to a file; "gone" is kill(-pgid, 0) failing with ESRCH, polled every
 // 100µs, which also needs the worker to have reaped the process.
-func (b *bench) cancelLatency(ctx context.Context) error {
+func (b *Benchmarker) cancelLatency(ctx context.Context) error {
 	pidDir := filepath.Join(b.dir, "pids")
 	var lat, del []time.Duration
-	for i := 0; i < b.sz.cancelN+2; i++ { // the first two warm up
+	for i := 0; i < b.sz.CancelJobs+2; i++ { // the first two warm up
 		id, err := b.postJob(ctx, "sleeper", map[string]string{"dir": pidDir})
 		if err != nil {
 			return err
@@ -58,8 +60,8 @@ func (b *bench) cancelLatency(ctx context.Context) error {
 		if !gone {
 			return fmt.Errorf("spider process group %d still there %s after DELETE", pgid, d.Round(time.Millisecond))
 		}
-		if st, err := b.waitFinal(ctx, id, 10*time.Second); err != nil || st != "cancelled" {
-			return fmt.Errorf("cancelled job ended %s: %v", st, err)
+		if job, err := b.waitFinal(ctx, id, 10*time.Second); err != nil || job.Status != scrapethis.StatusCancelled {
+			return fmt.Errorf("cancelled job ended %s: %v", job.Status, err)
 		}
 		if i >= 2 {
 			lat = append(lat, d)
