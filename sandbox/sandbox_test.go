@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrapethis/scrapethis/internal/testenv"
 	"github.com/scrapethis/scrapethis/sandbox"
 )
 
@@ -298,7 +299,7 @@ exit 0
 	if o.res.Err != nil {
 		t.Fatalf("%v: %s", o.res.Err, o.stderr)
 	}
-	if pids := processesOf(uid); len(pids) > 0 {
+	if pids := testenv.ProcessesOf(uid); len(pids) > 0 {
 		t.Fatalf("processes of uid %d left: %v", uid, pids)
 	}
 	for _, d := range cgs {
@@ -306,27 +307,6 @@ exit 0
 			t.Errorf("cgroup %s left", d)
 		}
 	}
-}
-
-// processesOf lists the host's processes (zombies included) of uid.
-func processesOf(uid int) []string {
-	var out []string
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + d.Name() + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(st), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" && f[1] == strconv.Itoa(uid) {
-				out = append(out, d.Name())
-			}
-		}
-	}
-	return out
 }
 
 // TestCancelReachesEveryProcess: SIGTERM to the init's group reaches the
@@ -343,7 +323,7 @@ wait
 	// The group leader is the init; signal it as the worker does.
 	for {
 		// Only signal once the shell has set its trap and started its child.
-		if n := len(processesOf(proc.UID())); n >= 2 || time.Now().After(deadline) {
+		if n := len(testenv.ProcessesOf(proc.UID())); n >= 2 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -48,24 +48,6 @@ func (b *bundle) sandboxUID(jobID string) int {
 	return uid
 }
 
-// processesOf lists the host's processes (zombies included) of uid.
-func processesOf(uid int) []string {
-	var out []string
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		st, err := os.ReadFile("/proc/" + d.Name() + "/status")
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(st), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" && f[1] == strconv.Itoa(uid) {
-				out = append(out, d.Name())
-			}
-		}
-	}
-	return out
-}
-
 // TestSandboxedHostileSpider runs, as a tenant would write it, a spider that
 // hunts for the worker's secrets, writes where it should not, signals the
 // worker and another tenant's spider, and daemonises; each success is an
@@ -131,7 +113,7 @@ echo '{"done":1}'
 		t.Fatalf("items %v", items)
 	}
 	// The daemon is gone with its job; nothing of its uid is left.
-	if left := processesOf(b.sandboxUID(jobID)); len(left) > 0 {
+	if left := testenv.ProcessesOf(b.sandboxUID(jobID)); len(left) > 0 {
 		t.Errorf("processes of the job's uid left: %v", left)
 	}
 	if v := b.job(victimJob); v.Status != scrapethis.StatusRunning {
@@ -170,7 +152,7 @@ func TestSandboxedCancel(t *testing.T) {
 	if deref(j.Error) != scrapethis.ReasonCancelled {
 		t.Fatalf("job %+v", j)
 	}
-	if left := processesOf(uid); len(left) > 0 {
+	if left := testenv.ProcessesOf(uid); len(left) > 0 {
 		t.Errorf("processes of uid %d left: %v", uid, left)
 	}
 	if strings.Contains(b.logs(jobID), "SIGKILL after") && strings.Contains(b.logs(jobID), "did not stop") {
