@@ -28,6 +28,12 @@ func (o optional) null() bool { return !o.set || string(o.raw) == "null" }
 
 // str reads an optional string: absent or null is "", others trimmed.
 func (o optional) str(field string) (string, error) {
+	v, err := o.untrimmed(field)
+	return strings.TrimSpace(v), err
+}
+
+// untrimmed reads an optional string as it is: absent or null is "".
+func (o optional) untrimmed(field string) (string, error) {
 	if o.null() {
 		return "", nil
 	}
@@ -35,7 +41,7 @@ func (o optional) str(field string) (string, error) {
 	if err := json.Unmarshal(o.raw, &v); err != nil {
 		return "", scrapethis.Errorf(scrapethis.EInvalid, "%s must be a string", field)
 	}
-	return strings.TrimSpace(v), nil
+	return v, nil
 }
 
 // notNull refuses a field that is present as null, for PATCH fields that

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/julienschmidt/httprouter"
@@ -26,7 +25,7 @@ func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) error {
 	if name, err = scrapethis.ValidSpiderName(name); err != nil {
 		return err
 	}
-	repoPath, err := rawString(req.RepoPath, "repo_path")
+	repoPath, err := req.RepoPath.untrimmed("repo_path")
 	if err != nil {
 		return err
 	}
@@ -39,18 +38,6 @@ func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusCreated, toSpiderJSON(sp))
 	return nil
-}
-
-// rawString reads an optional string field as it is, untrimmed.
-func rawString(o optional, field string) (string, error) {
-	if o.null() {
-		return "", nil
-	}
-	var v string
-	if err := json.Unmarshal(o.raw, &v); err != nil {
-		return "", scrapethis.Errorf(scrapethis.EInvalid, "%s must be a string", field)
-	}
-	return v, nil
 }
 
 func (s *Server) listSpiders(w http.ResponseWriter, r *http.Request) error {
