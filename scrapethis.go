@@ -53,13 +53,74 @@ type User struct {
 	CreatedAt time.Time
 }
 
-// Spider is a file under the spiders directory that jobs run.
+// Spider is what jobs run: a file under the spiders directory, or a spider
+// of a deployed project (Project set, RepoPath the file inside it).
 type Spider struct {
 	ID        string    `json:"id"`
 	UserID    string    `json:"user_id"`
 	Name      string    `json:"name"`
 	RepoPath  string    `json:"repo_path"`
+	Project   *string   `json:"project"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// VersionStatus is where a deployed version is in its inspection.
+type VersionStatus string
+
+// Version statuses.
+const (
+	VersionBuilding VersionStatus = "building"
+	VersionReady    VersionStatus = "ready"
+	VersionFailed   VersionStatus = "failed"
+)
+
+// Kinds of deployed code.
+const (
+	KindScrapy = "scrapy" // a Scrapy project: spiders run with scrapy crawl
+	KindBundle = "bundle" // executables named by a scrapethis.json manifest
+)
+
+// Project is a user's deployed code, a series of immutable versions.
+type Project struct {
+	ID            string
+	UserID        string
+	Name          string
+	CreatedAt     time.Time
+	LatestVersion *Version // the newest ready version, if any
+}
+
+// Version is one uploaded archive of a project, immutable.
+type Version struct {
+	ID             string
+	ProjectID      string
+	Project        string
+	UserID         string
+	Label          string
+	SHA256         string
+	SizeBytes      int64
+	ContentType    string
+	Kind           string
+	SettingsModule string
+	Status         VersionStatus
+	Error          *string
+	// Spiders maps each spider's name to its file in the project, once ready.
+	Spiders   map[string]string
+	CreatedAt time.Time
+	ReadyAt   *time.Time
+}
+
+// JobVersion is the deployed code a job runs.
+type JobVersion struct {
+	ID             string
+	Label          string
+	Project        string
+	SHA256         string
+	ContentType    string
+	Kind           string
+	SettingsModule string
+	// Path is the spider's file inside the version: the module that
+	// defines it (Scrapy) or its executable (bundle).
+	Path string
 }
 
 // Job is one run of a spider.
@@ -76,6 +137,10 @@ type Job struct {
 	Error             *string
 	ScheduleID        *string
 	ScheduledFor      *time.Time
+	Version           *JobVersion // nil for a spiders-directory spider
+	Settings          json.RawMessage
+	MemoryMB          *int
+	Stats             json.RawMessage // Scrapy's stats; nil until reported
 	WorkerID          *string
 	Attempts          int
 	CancelRequestedAt *time.Time
@@ -108,6 +173,11 @@ type NewJob struct {
 	TimeoutSeconds *int
 	ScheduleID     *string
 	ScheduledFor   *time.Time
+	// Version is a version id or label of the spider's project; "" is its
+	// latest ready version when the job is created.
+	Version  string
+	Settings json.RawMessage // Scrapy settings on top of the project's
+	MemoryMB *int
 }
 
 // Schedule starts jobs of a spider on a cron-style spec.

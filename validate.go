@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -40,6 +41,12 @@ func (nj *NewJob) Validate() error {
 		return err
 	}
 	nj.Arguments = args
+	if nj.Settings, err = NormalizeSettings(nj.Settings); err != nil {
+		return err
+	}
+	if len(nj.Version) > 200 || strings.IndexByte(nj.Version, 0) >= 0 {
+		return Errorf(EInvalid, "version must be a version id or label")
+	}
 	return ValidateTimeout(nj.TimeoutSeconds)
 }
 
@@ -86,33 +93,62 @@ func ValidateTimeout(t *int) error {
 // plain UTF-8 JSON that Postgres accepts: no NUL characters, no lone
 // surrogates, nesting at most MaxArgumentDepth deep. Absent and null are {}.
 func NormalizeArguments(raw json.RawMessage) (json.RawMessage, error) {
+	return normalizeObject("arguments", raw, ValidArgumentKey, "an identifier (letters, digits and _, not starting with a digit)")
+}
+
+// NormalizeSettings checks a job's Scrapy settings as NormalizeArguments
+// checks arguments; keys are setting names (^[A-Z][A-Z0-9_]*$).
+func NormalizeSettings(raw json.RawMessage) (json.RawMessage, error) {
+	return normalizeObject("settings", raw, ValidSettingKey, "a Scrapy setting name (upper-case letters, digits and _, starting with a letter)")
+}
+
+var settingKey = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// ValidSettingKey reports whether k may name a Scrapy setting of a job.
+func ValidSettingKey(k string) bool { return len(k) <= 200 && settingKey.MatchString(k) }
+
+func normalizeObject(field string, raw json.RawMessage, validKey func(string) bool, keyRule string) (json.RawMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return json.RawMessage(`{}`), nil
 	}
 	if raw[0] != '{' {
-		return nil, Errorf(EInvalid, "arguments must be a JSON object")
+		return nil, Errorf(EInvalid, "%s must be a JSON object", field)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil || dec.More() {
-		return nil, Errorf(EInvalid, "arguments must be a JSON object")
+		return nil, Errorf(EInvalid, "%s must be a JSON object", field)
 	}
 	for k, v := range m {
-		if !ValidArgumentKey(k) {
-			return nil, Errorf(EInvalid, "arguments key %q is not an identifier (letters, digits and _, not starting with a digit)", k)
+		if !validKey(k) {
+			return nil, Errorf(EInvalid, "%s key %q is not %s", field, k, keyRule)
 		}
 		if err := checkValue(v, 1); err != nil {
-			return nil, Errorf(EInvalid, "arguments.%s: %s", k, err.Error())
+			return nil, Errorf(EInvalid, "%s.%s: %s", field, k, err.Error())
 		}
 	}
 	out, err := json.Marshal(m)
 	if err != nil {
-		return nil, Errorf(EInvalid, "arguments must be a JSON object")
+		return nil, Errorf(EInvalid, "%s must be a JSON object", field)
 	}
 	return out, nil
 }
+
+// ValidateMemory accepts no memory limit or one from 1 to max MiB.
+func ValidateMemory(mb *int, max int) error {
+	if mb != nil && (*mb < 1 || *mb > max) {
+		return Errorf(EInvalid, "memory_mb must be a whole number from 1 to %d", max)
+	}
+	return nil
+}
+
+var projectName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidProjectName reports whether s may name a project (and a version's
+// label, and a bundle's spider).
+func ValidProjectName(s string) bool { return projectName.MatchString(s) }
 
 func checkValue(v any, depth int) error {
 	if depth > MaxArgumentDepth {

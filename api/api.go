@@ -15,8 +15,10 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/archive"
 	"github.com/scrapethis/scrapethis/batch"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/storage"
 	"github.com/scrapethis/scrapethis/tasks"
 )
 
@@ -37,6 +39,12 @@ type Server struct {
 	CancelWait time.Duration
 	// LogPoll is how often a followed log is polled.
 	LogPoll time.Duration
+	// ArchiveLimits bound uploaded archives (zero fields: the defaults).
+	ArchiveLimits archive.Limits
+	// MaxMemoryMB is the most memory_mb a job may ask for.
+	MaxMemoryMB int
+	archives    storage.Store
+	uploads     chan struct{}
 	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
 	// set them before calling Handler.
 	Ops Ops
@@ -46,7 +54,8 @@ type Server struct {
 // Call Close when done with it.
 func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond,
-		keys: newKeyCache(time.Minute)}
+		keys: newKeyCache(time.Minute), archives: storage.NewPostgres(store), uploads: make(chan struct{}, MaxConcurrentUploads),
+		MaxMemoryMB: 4096}
 	// Concurrent key lookups and job inserts share round trips and commits.
 	ctx := context.Background()
 	s.auths = batch.New(ctx, 2, 128, func(ctx context.Context, keys []string) ([]batch.Result[string], error) {
@@ -121,6 +130,12 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodGet, "/api/v1/jobs/:id/items", auth(s.jobItems))
 	r.Handler(http.MethodGet, "/api/v1/jobs/:id/logs", auth(s.jobLogs))
 
+	r.Handler(http.MethodGet, "/api/v1/projects", auth(s.listProjects))
+	r.Handler(http.MethodGet, "/api/v1/projects/:name", auth(s.getProject))
+	r.Handler(http.MethodDelete, "/api/v1/projects/:name", auth(s.deleteProject))
+	r.Handler(http.MethodGet, "/api/v1/projects/:name/versions", auth(s.listVersions))
+	r.Handler(http.MethodPost, "/api/v1/projects/:name/versions", auth(s.uploadVersion))
+	r.Handler(http.MethodGet, "/api/v1/projects/:name/versions/:id", auth(s.getVersion))
 	r.Handler(http.MethodGet, "/api/v1/spiders", auth(s.listSpiders))
 	r.Handler(http.MethodPost, "/api/v1/spiders", auth(s.createSpider))
 	r.Handler(http.MethodGet, "/api/v1/spiders/:id", auth(s.getSpider))

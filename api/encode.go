@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"sort"
 	"time"
 
 	"github.com/scrapethis/scrapethis"
@@ -47,6 +48,16 @@ type jobJSON struct {
 	FinishedAt        *apiTime        `json:"finished_at"`
 	CancelRequestedAt *apiTime        `json:"cancel_requested_at"`
 	Spider            spiderRef       `json:"spider"`
+	Project           *string         `json:"project"`
+	Version           *versionRef     `json:"version"`
+	Settings          json.RawMessage `json:"settings"`
+	MemoryMB          *int            `json:"memory_mb"`
+	Stats             json.RawMessage `json:"stats"`
+}
+
+type versionRef struct {
+	ID    string `json:"id"`
+	Label string `json:"label"`
 }
 
 func toJobJSON(j scrapethis.Job) jobJSON {
@@ -54,7 +65,26 @@ func toJobJSON(j scrapethis.Job) jobJSON {
 	if len(bytes.TrimSpace(args)) == 0 {
 		args = json.RawMessage(`{}`)
 	}
+	settings := j.Settings
+	if len(bytes.TrimSpace(settings)) == 0 {
+		settings = json.RawMessage(`{}`)
+	}
+	stats := j.Stats
+	if len(bytes.TrimSpace(stats)) == 0 {
+		stats = json.RawMessage(`null`)
+	}
+	var project *string
+	var version *versionRef
+	if v := j.Version; v != nil {
+		project = &v.Project
+		version = &versionRef{ID: v.ID, Label: v.Label}
+	}
 	return jobJSON{
+		Project:           project,
+		Version:           version,
+		Settings:          settings,
+		MemoryMB:          j.MemoryMB,
+		Stats:             stats,
 		ID:                j.ID,
 		SpiderID:          j.SpiderID,
 		Status:            string(j.Status),
@@ -77,10 +107,56 @@ type spiderJSON struct {
 	ID        string  `json:"id"`
 	Name      string  `json:"name"`
 	RepoPath  string  `json:"repo_path"`
+	Project   *string `json:"project"`
 	UserID    string  `json:"user_id"`
 	CreatedAt apiTime `json:"created_at"`
 }
 
 func toSpiderJSON(s scrapethis.Spider) spiderJSON {
-	return spiderJSON{ID: s.ID, Name: s.Name, RepoPath: s.RepoPath, UserID: s.UserID, CreatedAt: apiTime(s.CreatedAt)}
+	return spiderJSON{ID: s.ID, Name: s.Name, RepoPath: s.RepoPath, Project: s.Project, UserID: s.UserID, CreatedAt: apiTime(s.CreatedAt)}
+}
+
+// versionJSON is a deployed version as the API shows it.
+type versionJSON struct {
+	ID        string   `json:"id"`
+	Project   string   `json:"project"`
+	Label     string   `json:"label"`
+	SHA256    string   `json:"sha256"`
+	SizeBytes int64    `json:"size_bytes"`
+	Kind      string   `json:"kind"`
+	Status    string   `json:"status"`
+	Error     *string  `json:"error"`
+	Spiders   []string `json:"spiders"`
+	CreatedAt apiTime  `json:"created_at"`
+	ReadyAt   *apiTime `json:"ready_at"`
+}
+
+func toVersionJSON(v scrapethis.Version) versionJSON {
+	out := versionJSON{ID: v.ID, Project: v.Project, Label: v.Label, SHA256: v.SHA256, SizeBytes: v.SizeBytes,
+		Kind: v.Kind, Status: string(v.Status), Error: v.Error, CreatedAt: apiTime(v.CreatedAt), ReadyAt: optTime(v.ReadyAt)}
+	if v.Status == scrapethis.VersionReady {
+		out.Spiders = make([]string, 0, len(v.Spiders))
+		for name := range v.Spiders {
+			out.Spiders = append(out.Spiders, name)
+		}
+		sort.Strings(out.Spiders)
+	}
+	return out
+}
+
+type projectJSON struct {
+	ID            string       `json:"id"`
+	Name          string       `json:"name"`
+	UserID        string       `json:"user_id"`
+	CreatedAt     apiTime      `json:"created_at"`
+	LatestVersion *versionJSON `json:"latest_version"`
+}
+
+func toProjectJSON(p scrapethis.Project) projectJSON {
+	out := projectJSON{ID: p.ID, Name: p.Name, UserID: p.UserID, CreatedAt: apiTime(p.CreatedAt)}
+	if p.LatestVersion != nil {
+		v := toVersionJSON(*p.LatestVersion)
+		out.LatestVersion = &v
+	}
+	return out
 }

@@ -114,6 +114,9 @@ type createJobRequest struct {
 	SpiderName     optional        `json:"spider_name"`
 	Arguments      json.RawMessage `json:"arguments"`
 	TimeoutSeconds optional        `json:"timeout_seconds"`
+	Version        optional        `json:"version"`
+	Settings       json.RawMessage `json:"settings"`
+	MemoryMB       optional        `json:"memory_mb"`
 }
 
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
@@ -127,7 +130,16 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	nj := scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: req.Arguments}
+	nj := scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: req.Arguments, Settings: req.Settings}
+	if nj.Version, err = req.Version.str("version"); err != nil {
+		return err
+	}
+	if nj.MemoryMB, err = req.MemoryMB.positive("memory_mb"); err != nil {
+		return err
+	}
+	if err := scrapethis.ValidateMemory(nj.MemoryMB, s.MaxMemoryMB); err != nil {
+		return err
+	}
 	if nj.SpiderID == "" {
 		nj.SpiderID = "-" // looked up by name below, once the body is known good
 	}

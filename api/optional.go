@@ -79,3 +79,16 @@ func (o optional) timeout() (*int, error) {
 	}
 	return &n, nil
 }
+
+// positive reads an optional whole number of at least 1: absent or null is
+// none.
+func (o optional) positive(field string) (*int, error) {
+	if o.null() {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(o.raw)))
+	if err != nil || n < 1 {
+		return nil, scrapethis.Errorf(scrapethis.EInvalid, "%s must be a whole number of at least 1", field)
+	}
+	return &n, nil
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/lib/pq"
@@ -47,6 +48,9 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 	timeouts := make([]sql.NullInt64, n)
 	schedules := make([]sql.NullString, n)
 	fireTimes := make([]pq.NullTime, n)
+	versions := make([]string, n)
+	settings := make([]string, n)
+	memory := make([]sql.NullInt64, n)
 	errs := make([]error, n)
 	for i, nj := range jobs {
 		id, err := uuid.NewV7()
@@ -72,23 +76,45 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 		if nj.ScheduledFor != nil {
 			fireTimes[i] = pq.NullTime{Time: *nj.ScheduledFor, Valid: true}
 		}
+		versions[i] = nj.Version
+		settings[i] = "{}"
+		if len(nj.Settings) > 0 {
+			settings[i] = string(nj.Settings)
+		}
+		if nj.MemoryMB != nil {
+			memory[i] = sql.NullInt64{Int64: int64(*nj.MemoryMB), Valid: true}
+		}
 	}
 	var rows []jobRow
 	err := sel(ctx, &rows, `
 		WITH input AS (
-			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int[], $6::uuid[], $7::timestamptz[])
-				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for)
-		), j AS (
-			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for)
-			SELECT i.id, i.user_id, i.spider_id, i.arguments, i.timeout_seconds, i.schedule_id, i.scheduled_for
+			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int[], $6::uuid[], $7::timestamptz[],
+				$8::text[], $9::jsonb[], $10::int[])
+				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb)
+		), resolved AS (
+			SELECT i.*, s.project_id, v.id AS version_id,
+				CASE WHEN s.project_id IS NULL THEN s.repo_path LIKE '%.py' ELSE v.kind = 'scrapy' END AS scrapy
 			FROM input i JOIN spiders s ON s.id = i.spider_id AND s.user_id = i.user_id AND s.deleted_at IS NULL
-			ORDER BY i.id
+			LEFT JOIN LATERAL (
+				SELECT v.id, v.kind FROM versions v
+				WHERE v.project_id = s.project_id AND v.status = 'ready' AND v.spiders ? s.name
+					AND (i.version = '' OR v.label = i.version OR v.id::text = i.version)
+				ORDER BY v.created_at DESC, v.id DESC LIMIT 1
+			) v ON s.project_id IS NOT NULL
+		), j AS (
+			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version_id, settings, memory_mb)
+			SELECT r.id, r.user_id, r.spider_id, r.arguments, r.timeout_seconds, r.schedule_id, r.scheduled_for, r.version_id, r.settings, r.memory_mb
+			FROM resolved r
+			WHERE (CASE WHEN r.project_id IS NULL THEN r.version = '' ELSE r.version_id IS NOT NULL END)
+				AND (r.settings = '{}' OR r.scrapy)
+			ORDER BY r.id
 			ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
 			RETURNING *
 		)
-		SELECT `+jobColumns+` FROM j JOIN spiders s ON s.id = j.spider_id`,
+		SELECT `+jobColumns+` FROM j `+jobJoins,
 		pq.Array(ids), pq.Array(users), pq.Array(spiders), pq.Array(args), pq.GenericArray{A: timeouts},
-		pq.GenericArray{A: schedules}, pq.GenericArray{A: fireTimes})
+		pq.GenericArray{A: schedules}, pq.GenericArray{A: fireTimes}, pq.Array(versions), pq.Array(settings),
+		pq.GenericArray{A: memory})
 	if err != nil {
 		if err := translate(err, "Spider not found"); scrapethis.ErrorCode(err) != scrapethis.EInternal {
 			return nil, nil, err
@@ -100,15 +126,66 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 		byID[r.ID] = r.toJob()
 	}
 	out := make([]scrapethis.Job, n)
+	var refused []int
 	for i, id := range ids {
 		j, ok := byID[id]
 		if !ok {
-			errs[i] = scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+			refused = append(refused, i)
 			continue
 		}
 		out[i] = j
 	}
+	for _, i := range refused {
+		errs[i] = whyNotCreated(ctx, sel, jobs[i])
+	}
 	return out, errs, nil
+}
+
+// whyNotCreated explains a job that insertJobs did not insert. The rare
+// path: one more query per refused job.
+func whyNotCreated(ctx context.Context, sel selectFunc, nj scrapethis.NewJob) error {
+	notFound := scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+	if !canonicalID(nj.SpiderID) {
+		return notFound
+	}
+	var rows []struct {
+		Name     string         `db:"name"`
+		RepoPath string         `db:"repo_path"`
+		Project  sql.NullString `db:"project"`
+		Ready    int            `db:"ready"`
+		Named    sql.NullString `db:"named_status"`
+		NamedHas sql.NullBool   `db:"named_has"`
+		NamedKnd sql.NullString `db:"named_kind"`
+	}
+	err := sel(ctx, &rows, `SELECT s.name, s.repo_path, p.name AS project,
+			(SELECT count(*) FROM versions v WHERE v.project_id = s.project_id AND v.status = 'ready' AND v.spiders ? s.name) AS ready,
+			n.status AS named_status, n.spiders ? s.name AS named_has, n.kind AS named_kind
+		FROM spiders s LEFT JOIN projects p ON p.id = s.project_id
+		LEFT JOIN LATERAL (SELECT v.status, v.spiders, v.kind FROM versions v WHERE v.project_id = s.project_id
+			AND $3 <> '' AND (v.label = $3 OR v.id::text = $3) LIMIT 1) n ON true
+		WHERE s.id = $1 AND s.user_id = $2 AND s.deleted_at IS NULL`, nj.SpiderID, nj.UserID, nj.Version)
+	if err != nil || len(rows) == 0 {
+		return notFound
+	}
+	r := rows[0]
+	hasSettings := len(nj.Settings) > 0 && string(nj.Settings) != "{}"
+	switch {
+	case !r.Project.Valid && nj.Version != "":
+		return scrapethis.Errorf(scrapethis.EInvalid, "Spider %s is not deployed from a project: it has no versions", r.Name)
+	case !r.Project.Valid && hasSettings && !strings.HasSuffix(r.RepoPath, ".py"):
+		return scrapethis.Errorf(scrapethis.EInvalid, "settings apply only to Scrapy spiders; %s is an executable", r.Name)
+	case r.Project.Valid && nj.Version != "" && !r.Named.Valid:
+		return scrapethis.Errorf(scrapethis.ENotFound, "Version %q not found in project %s", nj.Version, r.Project.String)
+	case r.Project.Valid && nj.Version != "" && r.Named.String != string(scrapethis.VersionReady):
+		return scrapethis.Errorf(scrapethis.EConflict, "Version %q of project %s is %s, not ready", nj.Version, r.Project.String, r.Named.String)
+	case r.Project.Valid && nj.Version != "" && !r.NamedHas.Bool:
+		return scrapethis.Errorf(scrapethis.EInvalid, "Version %q of project %s has no spider %s", nj.Version, r.Project.String, r.Name)
+	case r.Project.Valid && nj.Version == "" && r.Ready == 0:
+		return scrapethis.Errorf(scrapethis.EConflict, "Project %s has no ready version with spider %s", r.Project.String, r.Name)
+	case r.Project.Valid && hasSettings && r.NamedKnd.String != scrapethis.KindScrapy:
+		return scrapethis.Errorf(scrapethis.EInvalid, "settings apply only to Scrapy spiders; %s is a bundle executable", r.Name)
+	}
+	return notFound
 }
 
 // UsersByKeys resolves many API keys in one query: the user id of each live

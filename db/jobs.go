@@ -38,6 +38,18 @@ type jobRow struct {
 	CreatedAt         time.Time       `db:"created_at"`
 	StartedAt         sql.NullTime    `db:"started_at"`
 	FinishedAt        sql.NullTime    `db:"finished_at"`
+
+	VersionID             sql.NullString  `db:"version_id"`
+	VersionLabel          sql.NullString  `db:"version_label"`
+	Project               sql.NullString  `db:"project"`
+	VersionSHA256         sql.NullString  `db:"version_sha256"`
+	VersionContentType    sql.NullString  `db:"version_content_type"`
+	VersionKind           sql.NullString  `db:"version_kind"`
+	VersionSettingsModule sql.NullString  `db:"version_settings_module"`
+	VersionPath           sql.NullString  `db:"version_path"`
+	Settings              json.RawMessage `db:"settings"`
+	MemoryMB              sql.NullInt32   `db:"memory_mb"`
+	Stats                 []byte          `db:"stats"`
 }
 
 func (r jobRow) toJob() scrapethis.Job {
@@ -64,6 +76,21 @@ func (r jobRow) toJob() scrapethis.Job {
 	j.CancelRequestedAt = nullTime(r.CancelRequestedAt)
 	j.StartedAt = nullTime(r.StartedAt)
 	j.FinishedAt = nullTime(r.FinishedAt)
+	j.Settings = r.Settings
+	if r.MemoryMB.Valid {
+		v := int(r.MemoryMB.Int32)
+		j.MemoryMB = &v
+	}
+	if len(r.Stats) > 0 {
+		j.Stats = json.RawMessage(r.Stats)
+	}
+	if r.VersionID.Valid {
+		j.Version = &scrapethis.JobVersion{
+			ID: r.VersionID.String, Label: r.VersionLabel.String, Project: r.Project.String,
+			SHA256: r.VersionSHA256.String, ContentType: r.VersionContentType.String, Kind: r.VersionKind.String,
+			SettingsModule: r.VersionSettingsModule.String, Path: r.VersionPath.String,
+		}
+	}
 	return j
 }
 
@@ -85,7 +112,14 @@ func nullTime(t sql.NullTime) *time.Time {
 // jobColumns are selected from jobs j joined to spiders s.
 const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_path AS spider_repo_path,
 	j.status, j.arguments, j.timeout_seconds, j.items_scraped, j.error, j.schedule_id, j.scheduled_for,
-	j.worker_id, j.attempts, j.cancel_requested_at, j.created_at, j.started_at, j.finished_at`
+	j.worker_id, j.attempts, j.cancel_requested_at, j.created_at, j.started_at, j.finished_at,
+	j.version_id, v.label AS version_label, p.name AS project, v.sha256 AS version_sha256,
+	v.content_type AS version_content_type, v.kind AS version_kind, v.settings_module AS version_settings_module,
+	v.spiders->>s.name AS version_path, j.settings, j.memory_mb, j.stats`
+
+// jobJoins follow "FROM jobs j" (or a CTE j of jobs rows) for jobColumns.
+const jobJoins = `JOIN spiders s ON s.id = j.spider_id
+	LEFT JOIN versions v ON v.id = j.version_id LEFT JOIN projects p ON p.id = v.project_id`
 
 // Job returns the user's job with the id.
 func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error) {
@@ -93,7 +127,7 @@ func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error)
 		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
 	}
 	var r jobRow
-	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j `+jobJoins+`
 		WHERE j.id = $1 AND j.user_id = $2`, id, userID)
 	if err != nil {
 		return scrapethis.Job{}, translate(err, "Job not found")
@@ -104,7 +138,7 @@ func (d *DB) Job(ctx context.Context, userID, id string) (scrapethis.Job, error)
 // JobByID returns a job whoever owns it; workers use it.
 func (d *DB) JobByID(ctx context.Context, id string) (scrapethis.Job, error) {
 	var r jobRow
-	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.get(ctx, &r, `SELECT `+jobColumns+` FROM jobs j `+jobJoins+`
 		WHERE j.id = $1`, id)
 	if err != nil {
 		return scrapethis.Job{}, translate(err, "Job not found")
@@ -136,7 +170,7 @@ func (d *DB) Jobs(ctx context.Context, f scrapethis.JobFilter) ([]scrapethis.Job
 	}
 	limit = min(limit, MaxListLimit)
 	args = append(args, limit)
-	query := `SELECT ` + jobColumns + ` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	query := `SELECT ` + jobColumns + ` FROM jobs j ` + jobJoins + `
 		WHERE ` + strings.Join(where, " AND ") + fmt.Sprintf(` ORDER BY j.created_at DESC, j.id DESC LIMIT $%d`, len(args))
 	var rows []jobRow
 	if err := d.sel(ctx, &rows, query, args...); err != nil {
@@ -174,7 +208,7 @@ func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, 
 // (created_at, id) order after the cursor; the reconciler walks it.
 func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error) {
 	var rows []jobRow
-	err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j JOIN spiders s ON s.id = j.spider_id
+	err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j `+jobJoins+`
 		WHERE j.status = 'pending' AND j.created_at < $1 AND (j.created_at, j.id) > ($2, $3)
 		ORDER BY j.created_at, j.id LIMIT $4`, olderThan, after.CreatedAt, after.ID, limit)
 	if err != nil {
@@ -198,7 +232,7 @@ func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job,
 			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL
 			RETURNING *
 		)
-		SELECT `+jobColumns+` FROM j JOIN spiders s ON s.id = j.spider_id`, id, workerID)
+		SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID)
 	if errors.Is(err, sql.ErrNoRows) {
 		j, err := d.JobByID(ctx, id)
 		return j, false, err
@@ -227,6 +261,18 @@ func (d *DB) FinishJob(ctx context.Context, id, workerID string, status scrapeth
 	return n == 1, nil
 }
 
+// SetJobStats stores the latest Scrapy stats of the worker's running job.
+func (d *DB) SetJobStats(ctx context.Context, id, workerID string, stats json.RawMessage) error {
+	res, err := d.exec(ctx, `UPDATE jobs SET stats = $3 WHERE id = $1 AND worker_id = $2 AND status = 'running'`, id, workerID, []byte(stats))
+	if err != nil {
+		return fmt.Errorf("store stats: %w", translate(err, "Job not found"))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotOwner
+	}
+	return nil
+}
+
 // HandBackJob returns the worker's running job to pending so that another
 // worker runs it again from the start: the attempt's items are dropped. A
 // job whose cancel was requested is cancelled instead.
@@ -240,7 +286,8 @@ func (d *DB) HandBackJob(ctx context.Context, id, workerID string) (scrapethis.S
 				finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
 				worker_id = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE worker_id END,
 				started_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE started_at END,
-				items_scraped = CASE WHEN cancel_requested_at IS NULL THEN 0 ELSE items_scraped END
+				items_scraped = CASE WHEN cancel_requested_at IS NULL THEN 0 ELSE items_scraped END,
+				stats = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE stats END
 			WHERE id = $1 AND worker_id = $2 AND status = 'running'
 			RETURNING status`, id, workerID, scrapethis.ReasonCancelled).Scan(&status)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -11,19 +12,21 @@ import (
 	"github.com/scrapethis/scrapethis"
 )
 
-const spiderColumns = `id, user_id, name, repo_path, created_at`
+const spiderColumns = `id, user_id, name, repo_path, created_at,
+	(SELECT pr.name FROM projects pr WHERE pr.id = spiders.project_id) AS project`
 
 // spiderRow is a spider as SQL sees it.
 type spiderRow struct {
-	ID        string    `db:"id"`
-	UserID    string    `db:"user_id"`
-	Name      string    `db:"name"`
-	RepoPath  string    `db:"repo_path"`
-	CreatedAt time.Time `db:"created_at"`
+	ID        string         `db:"id"`
+	UserID    string         `db:"user_id"`
+	Name      string         `db:"name"`
+	RepoPath  string         `db:"repo_path"`
+	CreatedAt time.Time      `db:"created_at"`
+	Project   sql.NullString `db:"project"`
 }
 
 func (r spiderRow) toSpider() scrapethis.Spider {
-	return scrapethis.Spider{ID: r.ID, UserID: r.UserID, Name: r.Name, RepoPath: r.RepoPath, CreatedAt: r.CreatedAt}
+	return scrapethis.Spider{ID: r.ID, UserID: r.UserID, Name: r.Name, RepoPath: r.RepoPath, Project: nullString(r.Project), CreatedAt: r.CreatedAt}
 }
 
 // CreateSpider registers a spider; a live spider of the same name for the
@@ -86,10 +89,14 @@ func (d *DB) DeleteSpider(ctx context.Context, userID, id string) error {
 }
 
 func deleteSpider(ctx context.Context, tx *sqlx.Tx, userID, id string) error {
-	var sid string
-	err := tx.QueryRowContext(ctx, `SELECT id FROM spiders WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE`, id, userID).Scan(&sid)
+	var project sql.NullString
+	err := tx.QueryRowContext(ctx, `SELECT (SELECT pr.name FROM projects pr WHERE pr.id = s.project_id)
+		FROM spiders s WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR UPDATE`, id, userID).Scan(&project)
 	if err != nil {
 		return translate(err, "Spider not found")
+	}
+	if project.Valid {
+		return scrapethis.Errorf(scrapethis.EConflict, "Spider belongs to project %s: deploy a version without it, or delete the project", project.String)
 	}
 	var active bool
 	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE spider_id = $1 AND status IN ('pending', 'running'))`, id).Scan(&active); err != nil {

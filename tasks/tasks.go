@@ -118,25 +118,31 @@ func (q *Queuer) EnsureQueued(ctx context.Context, j scrapethis.Job) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	_, err = q.client.EnqueueContext(ctx, t)
+	return q.ensure(ctx, t, Queue, j.ID)
+}
+
+// ensure enqueues t (TaskID id on queue), replacing a task of that id that
+// will never run again (archived, completed).
+func (q *Queuer) ensure(ctx context.Context, t *asynq.Task, queue, id string) (bool, error) {
+	_, err := q.client.EnqueueContext(ctx, t)
 	if err == nil {
 		return true, nil
 	}
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, fmt.Errorf("enqueue job %s: %w", j.ID, err)
+		return false, fmt.Errorf("enqueue task %s: %w", id, err)
 	}
-	info, err := q.inspector.GetTaskInfo(Queue, j.ID)
+	info, err := q.inspector.GetTaskInfo(queue, id)
 	if err != nil {
 		return false, nil // gone since: the next pass enqueues it
 	}
 	if info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted {
 		return false, nil
 	}
-	if err := q.inspector.DeleteTask(Queue, j.ID); err != nil {
-		return false, fmt.Errorf("replace task of job %s: %w", j.ID, err)
+	if err := q.inspector.DeleteTask(queue, id); err != nil {
+		return false, fmt.Errorf("replace task %s: %w", id, err)
 	}
 	if _, err := q.client.EnqueueContext(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, fmt.Errorf("enqueue job %s: %w", j.ID, err)
+		return false, fmt.Errorf("enqueue task %s: %w", id, err)
 	}
 	return true, nil
 }
