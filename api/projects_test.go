@@ -20,7 +20,7 @@ func project(t *testing.T, name, marker string) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
-		"scrapy.cfg":                 "[settings]\ndefault = " + name + ".settings\n\n[deploy]\nproject = " + name + "\n",
+		"scrapy.cfg":                  "[settings]\ndefault = " + name + ".settings\n\n[deploy]\nproject = " + name + "\n",
 		name + "/__init__.py":         "",
 		name + "/settings.py":         "BOT_NAME = '" + name + "'\nSPIDER_MODULES = ['" + name + ".spiders']\n# " + marker + "\n",
 		name + "/spiders/__init__.py": "",

@@ -119,9 +119,9 @@ func Load(getenv func(string) string) (Config, error) {
 	w.TaskCheckInterval = p.duration("SCRAPETHIS_TASK_CHECK_INTERVAL", w.TaskCheckInterval)
 	w.LostAfter = p.duration("SCRAPETHIS_WORKER_LOST_AFTER", w.LostAfter)
 	w.ScrapyLogLevel = p.str("SCRAPETHIS_SCRAPY_LOG_LEVEL", w.ScrapyLogLevel)
-	if v := p.str("SCRAPETHIS_SCRAPY_COMMAND", ""); v != "" {
-		w.ScrapyCommand = strings.Fields(v)
-	}
+	w.Python = p.str("SCRAPETHIS_PYTHON", w.Python)
+	w.CacheDir = p.str("SCRAPETHIS_CACHE_DIR", w.CacheDir)
+	w.CacheMaxMB = p.integer("SCRAPETHIS_CACHE_MAX_MB", w.CacheMaxMB, 16, 1<<24)
 	if v := p.str("SCRAPETHIS_SPIDER_GUARD", ""); v == "off" || v == "false" {
 		w.Guard = []string{} // none; nil means the command's default
 	}

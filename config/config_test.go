@@ -27,9 +27,9 @@ func TestValues(t *testing.T) {
 		"SCRAPETHIS_WORKER_CONCURRENCY": "16",
 		"SCRAPETHIS_CANCEL_GRACE":       "2.5",
 		"SCRAPETHIS_JOB_TIMEOUT":        "1m30s",
-		"SCRAPETHIS_SCRAPY_COMMAND":     "/usr/bin/python3 -m scrapy",
-		"SCRAPETHIS_SPIDER_GUARD":       "off",
-		"SCRAPETHIS_DB_MAX_CONNS":       "7",
+		"SCRAPETHIS_PYTHON":             "/opt/py/bin/python3", "SCRAPETHIS_CACHE_DIR": "/srv/cache", "SCRAPETHIS_CACHE_MAX_MB": "512",
+		"SCRAPETHIS_SPIDER_GUARD": "off",
+		"SCRAPETHIS_DB_MAX_CONNS": "7",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestValues(t *testing.T) {
 	}
 	w := c.Worker
 	if w.Concurrency != 16 || w.CancelGrace != 2500*time.Millisecond || w.DefaultTimeout != 90*time.Second ||
-		strings.Join(w.ScrapyCommand, "|") != "/usr/bin/python3|-m|scrapy" || w.Guard == nil || len(w.Guard) != 0 {
+		w.Python != "/opt/py/bin/python3" || w.CacheDir != "/srv/cache" || w.CacheMaxMB != 512 || w.Guard == nil || len(w.Guard) != 0 {
 		t.Fatalf("worker %+v", w)
 	}
 }

@@ -9,7 +9,13 @@ type Worker struct {
 	CancelGrace     time.Duration // SIGTERM to SIGKILL
 	DefaultTimeout  time.Duration // for jobs without timeout_seconds; 0 is none
 	ShutdownTimeout time.Duration // how long a stopping worker lets jobs finish before handing them back
-	ScrapyCommand   []string      // argv before "runspider"
+	// Python runs Scrapy spiders (through the worker's runner, see package
+	// scrapyrun) and builds deployed versions' environments.
+	Python string
+	// CacheDir holds deployed versions, unpacked with their environments;
+	// "" is /var/cache/scrapethis/versions for root, else the user's cache.
+	CacheDir   string
+	CacheMaxMB int // bound on the cache's size; least recently used versions go first
 	// Guard is the argv of the spider guardian (see RunGuard), which takes
 	// every spider's whole process group down if the worker is killed
 	// outright; empty runs none (then only each spider itself, not its
@@ -35,7 +41,8 @@ func DefaultWorker() Worker {
 		Concurrency:       4,
 		CancelGrace:       10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
-		ScrapyCommand:     []string{"scrapy"},
+		Python:            "/usr/bin/python3",
+		CacheMaxMB:        4096,
 		ScrapyLogLevel:    "INFO",
 		TaskCheckInterval: 5 * time.Millisecond,
 		Heartbeat:         2 * time.Second,

@@ -147,7 +147,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	if l.Enabled() {
 		memoryMB = policy.Limits.MemoryMB
 	}
-	argv, err := commandLine(file, runPath, args, cfg.ScrapyCommand, cfg.ScrapyLogLevel, memoryMB)
+	argv, err := commandLine(file, runPath, args, []string{cfg.Python, "-m", "scrapy"}, cfg.ScrapyLogLevel, memoryMB)
 	if err != nil {
 		return fail("%v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis"
+	"github.com/scrapethis/scrapethis/archive"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/sandbox"
@@ -31,6 +32,7 @@ import (
 type Config struct {
 	config.Worker
 	Sandbox sandbox.Config
+	Archive archive.Limits // bounds on unpacking deployed versions
 }
 
 // DefaultConfig returns the documented defaults.

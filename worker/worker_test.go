@@ -68,7 +68,7 @@ func testConfig(spiders string) worker.Config {
 	cfg.LostAfter = 2 * time.Second
 	cfg.ControlPoll = 200 * time.Millisecond
 	cfg.Reconcile = 500 * time.Millisecond
-	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
+	cfg.Python = "/usr/bin/python3"
 	// This test binary doubles as the spider guard (see TestMain).
 	cfg.Guard = []string{"/usr/bin/env", "WORKER_GUARD=1", os.Args[0]}
 	// These tests watch spiders from the host (pid files, files outside the

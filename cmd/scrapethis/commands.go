@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis/api"
+	"github.com/scrapethis/scrapethis/archive"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/sandbox"
@@ -161,7 +162,7 @@ func cmdAPI(ctx context.Context, getenv func(string) string) error {
 	defer d.Close()
 	queuer := tasks.NewPipelinedQueuer(d.rdb)
 	defer queuer.Close()
-	srv := api.New(d.db, queuer, d.log)
+	srv := newAPIServer(d, queuer)
 	defer srv.Close()
 	defer cacheKeys(ctx, d, srv)()
 	ops, closeOps, err := apiOps(d, newMetrics(d), queuer)
@@ -272,10 +273,27 @@ func group(ctx context.Context, fns ...func(context.Context) error) error {
 	return first
 }
 
+// newAPIServer is the API server with the operator's limits.
+func newAPIServer(d *deps, queuer *tasks.Queuer) *api.Server {
+	srv := api.New(d.db, queuer, d.log)
+	srv.ArchiveLimits = archiveLimits(d.cfg)
+	srv.MaxMemoryMB = d.cfg.Sandbox.MemoryMaxMB
+	return srv
+}
+
+// archiveLimits are the deploy limits of the configuration.
+func archiveLimits(c config.Config) archive.Limits {
+	return archive.Limits{
+		MaxArchiveBytes:  int64(c.UploadMaxMB) << 20,
+		MaxUnpackedBytes: int64(c.UnpackMaxMB) << 20,
+		MaxEntries:       c.ArchiveMaxEntries,
+	}
+}
+
 // workerConfig is the worker's configuration: the guard and the sandbox
 // init are this binary.
 func workerConfig(c config.Config) worker.Config {
-	return withSandbox(withGuard(worker.Config{Worker: c.Worker}), c.Sandbox)
+	return withSandbox(withGuard(worker.Config{Worker: c.Worker, Archive: archiveLimits(c)}), c.Sandbox)
 }
 
 // withSandbox sets the spider sandbox from its configuration; its init is
