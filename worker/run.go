@@ -16,6 +16,7 @@ import (
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/sandbox"
+	"github.com/scrapethis/scrapethis/scrapyrun"
 )
 
 // stopMode says why a spider is being stopped; the first reason wins.
@@ -122,24 +123,18 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		sysLog("%s", msg)
 		return outcome{status: scrapethis.StatusError, reason: reason(msg)}, nil
 	}
-	file, err := resolveSpider(cfg.SpidersDir, r.job.SpiderRepoPath)
-	if err != nil {
-		return fail("%v", err)
-	}
 	args, err := spiderArgs(r.job.Arguments)
 	if err != nil {
 		return fail("%v", err)
 	}
-	l := r.w.launcher
-	// Sandboxed, the spider's own file is all of its code it sees, bound
-	// read-only at /spider/NAME.
-	runPath := file
-	var code []sandbox.Mount
-	if l.Enabled() {
-		runPath = sandbox.CodeDir + "/" + filepath.Base(file)
-		code = []sandbox.Mount{{Source: file, Target: runPath}}
+	code, err := r.code(ctx, sysLog)
+	if err != nil {
+		return fail("%v", err)
 	}
-	policy, err := l.Policy(r.job.ID, code, r.memoryMB())
+	// The version stays in the cache, never evicted, until the spider is gone.
+	defer code.release()
+	l := r.w.launcher
+	policy, err := l.Policy(r.job.ID, code.mounts, r.memoryMB())
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -147,14 +142,14 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	if l.Enabled() {
 		memoryMB = policy.Limits.MemoryMB
 	}
-	argv, err := commandLine(file, runPath, args, []string{cfg.Python, "-m", "scrapy"}, cfg.ScrapyLogLevel, memoryMB)
+	argv, err := code.argv(args, r.job.Settings, cfg.ScrapyLogLevel, memoryMB)
 	if err != nil {
 		return fail("%v", err)
 	}
-	// An executable spider runs as the path it has in the sandbox; Scrapy
+	// An executable runs as the path it has in the sandbox; an interpreter
 	// by the path the worker finds, which the sandbox's system binds show.
-	path := runPath
-	if argv[0] != runPath {
+	path := argv[0]
+	if !filepath.IsAbs(path) {
 		if path, err = exec.LookPath(argv[0]); err != nil {
 			return fail("start failed: %v", err)
 		}
@@ -214,6 +209,9 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		sync.Mutex
 		reason string
 	}
+	stats := newStatsWriter(r)
+	statsDone := make(chan struct{})
+	go func() { defer close(statsDone); stats.run(ctx) }()
 	readers := sync.WaitGroup{}
 	readers.Add(2)
 	go func() {
@@ -235,6 +233,10 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	go func() {
 		defer readers.Done()
 		readLines(errR, func(line []byte, truncated bool) {
+			if st, ok := scrapyrun.ParseStats(line); ok {
+				stats.set(st)
+				return
+			}
 			if fr, ok := scrapyFinishReason(line); ok {
 				finish.Lock()
 				finish.reason = fr
@@ -300,6 +302,8 @@ wait:
 	errR.Close()
 	close(items.in)
 	itemsErr := <-itemsDone
+	stats.close()
+	<-statsDone
 	if itemsErr != nil && !errors.Is(itemsErr, db.ErrNotOwner) {
 		r.log.Error("items not fully stored", "err", itemsErr)
 	}
@@ -339,8 +343,12 @@ func (r *run) awaitGroupGone(pgid int) {
 }
 
 // memoryMB is the job's memory limit; 0 is the operator's default.
-// TODO(lead): the job's memory_mb once tasks carry it.
-func (r *run) memoryMB() int { return 0 }
+func (r *run) memoryMB() int {
+	if r.job.MemoryMB != nil {
+		return *r.job.MemoryMB
+	}
+	return 0
+}
 
 // decide turns how the process ended into the job's outcome.
 func (r *run) decide(res sandbox.Result, memoryMB int, finishReason string, sysLog func(string, ...any)) outcome {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,9 +20,11 @@ import (
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/archive"
+	"github.com/scrapethis/scrapethis/codecache"
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/sandbox"
+	"github.com/scrapethis/scrapethis/storage"
 	"github.com/scrapethis/scrapethis/tasks"
 )
 
@@ -72,6 +75,7 @@ type Worker struct {
 	slots    chan struct{} // one per live spider process
 	guard    *guard
 	launcher *sandbox.Launcher
+	cache    *codecache.Cache // deployed versions, unpacked
 
 	mu      sync.Mutex
 	running map[string]*run
@@ -133,6 +137,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("SPIDER SANDBOX OFF (SCRAPETHIS_SANDBOX=off): spiders run as the worker's user, see its environment and every process, and have no limits")
 	}
 	w.launcher = l
+	cache, err := codecache.New(codecache.Config{
+		Dir: w.cacheDir(), MaxBytes: int64(w.cfg.CacheMaxMB) << 20, Python: w.cfg.Python, Limits: w.cfg.Archive,
+	}, storage.NewPostgres(w.db), w.log)
+	if err != nil {
+		return fmt.Errorf("version cache: %w", err)
+	}
+	w.cache = cache
 	host, _ := os.Hostname()
 	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
 		return fmt.Errorf("register worker: %w", err)
@@ -161,11 +172,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
 	}
+	// Inspections have a server of their own, one at a time, so that busy
+	// spider slots never hold a deploy up.
+	builds := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+		Concurrency:              1,
+		Queues:                   map[string]int{tasks.VersionQueue: 1},
+		TaskCheckInterval:        w.cfg.TaskCheckInterval * 10,
+		DelayedTaskCheckInterval: time.Second,
+		ShutdownTimeout:          10 * time.Second,
+		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration {
+			return min(time.Second<<min(n, 6), time.Minute)
+		},
+		Logger:   asynqLogger{w.log},
+		LogLevel: asynq.WarnLevel,
+	})
+	bmux := asynq.NewServeMux()
+	bmux.HandleFunc(tasks.TypeInspectVersion, w.inspect)
+	if err := builds.Start(bmux); err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("start asynq server: %w", err)
+	}
 	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir, "sandbox", l.Enabled())
 
 	loops, stopLoops := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup
-	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop,
+	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop, w.versionsLoop,
 		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).Run} {
 		lwg.Add(1)
 		go func() { defer lwg.Done(); loop(loops) }()
@@ -175,6 +206,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("worker stopping: no new jobs; waiting for running ones", "timeout", w.cfg.ShutdownTimeout)
 	close(w.draining)
 	srv.Stop()
+	builds.Shutdown()
 	if !w.waitIdle(w.cfg.ShutdownTimeout) {
 		w.mu.Lock()
 		for _, r := range w.running {
@@ -196,6 +228,56 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// cacheDir is where deployed versions are cached on this machine.
+func (w *Worker) cacheDir() string {
+	if w.cfg.CacheDir != "" {
+		return w.cfg.CacheDir
+	}
+	if os.Geteuid() == 0 {
+		return "/var/cache/scrapethis/versions"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "scrapethis", "versions")
+	}
+	return filepath.Join(os.TempDir(), "scrapethis-versions")
+}
+
+// versionsLoop makes sure no version stays building: it enqueues the
+// inspection of versions building for a while (an enqueue the API could
+// not make, a task lost with Redis) and fails those building far longer
+// than any inspection takes.
+func (w *Worker) versionsLoop(ctx context.Context) {
+	every := 6 * w.cfg.Reconcile
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		vs, err := w.db.BuildingVersions(ctx, time.Now().Add(-time.Minute), 100)
+		if err != nil {
+			w.log.Debug("building versions not listed", "err", err)
+			continue
+		}
+		stale := time.Now().Add(-time.Duration(tasks.InspectRetry+2) * tasks.InspectTimeout)
+		for _, v := range vs {
+			if v.CreatedAt.Before(stale) {
+				if err := w.db.FailVersion(ctx, v.ID, "inspection did not finish; upload the archive again to retry"); err == nil {
+					w.log.Warn("version inspection never finished; marked failed", "version_id", v.ID, "project", v.Project)
+				}
+				continue
+			}
+			if ok, err := w.queuer.EnqueueInspect(ctx, tasks.InspectPayload{VersionID: v.ID, Project: v.Project, Label: v.Label}); err != nil {
+				w.log.Debug("inspection not enqueued", "version_id", v.ID, "err", err)
+			} else if ok {
+				w.log.Info("inspection enqueued again", "version_id", v.ID, "project", v.Project)
+			}
+		}
+	}
 }
 
 // waitIdle waits until no handler is running, or d has passed.

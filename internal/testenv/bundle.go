@@ -114,8 +114,13 @@ func Serve(t testing.TB, srv *api.Server) string {
 
 // StartWorker runs a worker until the test ends; stop ends it sooner and
 // waits for it. A worker that fails fails the test.
+// Without a CacheDir it gets a cache of its own, as a worker of its own
+// machine has.
 func StartWorker(t testing.TB, cfg worker.Config, store *db.DB, rdb redis.UniversalClient, log *slog.Logger) (stop func()) {
 	t.Helper()
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = t.TempDir()
+	}
 	w := worker.New(cfg, store, rdb, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

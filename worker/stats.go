@@ -1,0 +1,91 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/scrapethis/scrapethis/db"
+)
+
+// statsEvery is how often a running job's newest Scrapy stats are stored.
+const statsEvery = time.Second
+
+// statsWriter stores the newest stats a spider reported: at most once a
+// statsEvery while it runs, and the last ones, retried, when it ends.
+type statsWriter struct {
+	r       *run
+	mu      sync.Mutex
+	latest  json.RawMessage
+	stored  json.RawMessage
+	closing chan struct{}
+	once    sync.Once
+}
+
+func newStatsWriter(r *run) *statsWriter {
+	return &statsWriter{r: r, closing: make(chan struct{})}
+}
+
+func (s *statsWriter) set(st json.RawMessage) {
+	s.mu.Lock()
+	s.latest = st
+	s.mu.Unlock()
+}
+
+// close asks run to store the last stats and return.
+func (s *statsWriter) close() { s.once.Do(func() { close(s.closing) }) }
+
+func (s *statsWriter) pending() json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest == nil || bytes.Equal(s.latest, s.stored) {
+		return nil
+	}
+	return s.latest
+}
+
+func (s *statsWriter) store(ctx context.Context, st json.RawMessage) error {
+	err := s.r.w.db.SetJobStats(ctx, s.r.job.ID, s.r.w.id, st)
+	if err == nil {
+		s.mu.Lock()
+		s.stored = st
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *statsWriter) run(ctx context.Context) {
+	t := time.NewTicker(statsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if st := s.pending(); st != nil {
+				if err := s.store(ctx, st); err != nil && !errors.Is(err, db.ErrNotOwner) {
+					s.r.log.Debug("stats not stored; next time", "err", err)
+				}
+			}
+		case <-s.closing:
+			st := s.pending()
+			if st == nil {
+				return
+			}
+			_, err := retryValue(ctx, s.r.log, func() (bool, error) {
+				err := s.store(ctx, st)
+				if errors.Is(err, db.ErrNotOwner) {
+					return false, nil
+				}
+				return true, err
+			})
+			if err != nil {
+				s.r.log.Error("final stats not stored", "err", err)
+			}
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
