@@ -144,6 +144,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("version cache: %w", err)
 	}
 	w.cache = cache
+	defer cache.Close()
 	host, _ := os.Hostname()
 	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
 		return fmt.Errorf("register worker: %w", err)
