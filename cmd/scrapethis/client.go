@@ -222,3 +222,79 @@ func (c *apiClient) waitVersion(ctx context.Context, name string, v version, int
 	}
 	return v, nil
 }
+
+// stream makes a GET call and copies a 2xx answer's body to w as it
+// arrives (items, logs); a body cut short is an error.
+func (c *apiClient) stream(ctx context.Context, path string, query url.Values, w io.Writer) error {
+	res, err := c.send(ctx, request{method: http.MethodGet, path: path, query: query})
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if _, err := io.Copy(w, res.Body); err != nil {
+		return fmt.Errorf("GET %s: the answer was cut short: %w", path, err)
+	}
+	return nil
+}
+
+// jobStart is the body of POST /api/v1/jobs.
+type jobStart struct {
+	SpiderName     string            `json:"spider_name"`
+	Arguments      map[string]string `json:"arguments,omitempty"`
+	Version        string            `json:"version,omitempty"`
+	Settings       map[string]string `json:"settings,omitempty"`
+	MemoryMB       int               `json:"memory_mb,omitempty"`
+	TimeoutSeconds int               `json:"timeout_seconds,omitempty"`
+}
+
+// startJob starts a job and returns its id.
+func (c *apiClient) startJob(ctx context.Context, body jobStart) (string, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return "", fmt.Errorf("encode the job: %w", err)
+	}
+	var out struct {
+		JobID string `json:"jobId"`
+	}
+	_, err = c.call(ctx, request{method: http.MethodPost, path: "/api/v1/jobs", body: data, contentType: "application/json"}, &out)
+	return out.JobID, err
+}
+
+// jobRow is what the CLI shows of a job object; the API's full object is
+// printed as it came where all of it is wanted.
+type jobRow struct {
+	ID           string    `json:"id"`
+	Status       string    `json:"status"`
+	ItemsScraped int64     `json:"items_scraped"`
+	CreatedAt    time.Time `json:"created_at"`
+	Error        *string   `json:"error"`
+	Spider       struct {
+		Name string `json:"name"`
+	} `json:"spider"`
+}
+
+// jobs lists jobs, newest first, with the API's filters (status,
+// spider_id, limit).
+func (c *apiClient) jobs(ctx context.Context, query url.Values) ([]jobRow, error) {
+	var rows []jobRow
+	_, err := c.call(ctx, request{method: http.MethodGet, path: "/api/v1/jobs", query: query}, &rows)
+	return rows, err
+}
+
+func jobPath(id string) string { return "/api/v1/jobs/" + url.PathEscape(id) }
+
+// job returns a job object as the API sent it.
+func (c *apiClient) job(ctx context.Context, id string) (json.RawMessage, error) {
+	var raw json.RawMessage
+	_, err := c.call(ctx, request{method: http.MethodGet, path: jobPath(id)}, &raw)
+	return raw, err
+}
+
+// cancelJob cancels a job and returns the API's message.
+func (c *apiClient) cancelJob(ctx context.Context, id string) (string, error) {
+	var out struct {
+		Message string `json:"message"`
+	}
+	_, err := c.call(ctx, request{method: http.MethodDelete, path: jobPath(id)}, &out)
+	return out.Message, err
+}
