@@ -200,18 +200,26 @@ func (c *apiClient) project(ctx context.Context, name string) (project, error) {
 	return p, err
 }
 
-// waitVersion polls version v of project name every interval until it is
-// no longer building, and returns it; ctx bounds the wait.
+// maxPollInterval caps waitVersion's interval, which grows from its first
+// value: a quick inspection is seen at once, a long dependency install is
+// not asked about several times a second.
+const maxPollInterval = 2 * time.Second
+
+// waitVersion polls version v of project name, first after interval and
+// then less often (up to maxPollInterval), until it is no longer building,
+// and returns it; ctx bounds the wait.
 func (c *apiClient) waitVersion(ctx context.Context, name string, v version, interval time.Duration) (version, error) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
 	for v.Status == versionBuilding {
 		select {
 		case <-ctx.Done():
-		case <-tick.C:
+		case <-timer.C:
 			next, err := c.version(ctx, name, v.ID)
 			if err == nil {
 				v = next
+				interval = min(interval*3/2, maxPollInterval)
+				timer.Reset(interval)
 				continue
 			}
 			if ctx.Err() == nil {

@@ -15,7 +15,8 @@ import (
 	"github.com/scrapethis/scrapethis/archive"
 )
 
-// pollInterval is how often deploy asks whether a version is still building.
+// pollInterval is how soon deploy first asks whether a version is still
+// building (then less often, see waitVersion).
 const pollInterval = 300 * time.Millisecond
 
 const deployUsage = `usage: scrapethis deploy [DIR] [--project NAME] [--label L] [--timeout D]
