@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/archive"
+	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/internal/testenv"
 )
@@ -255,5 +258,32 @@ func TestDevDeploysDemo(t *testing.T) {
 	}
 	if vs, err := p.db.Versions(ctx, p.userID, "quotes"); err != nil || len(vs) != 1 {
 		t.Fatalf("versions %v, %v", vs, err)
+	}
+}
+
+// TestDeployOverLimit: the server's configured limits (from the
+// environment, as `scrapethis dev` sets them) come back as its messages.
+func TestDeployOverLimit(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"SCRAPETHIS_UPLOAD_MAX_MB": "1", "SCRAPETHIS_ARCHIVE_MAX_ENTRIES": "5"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := setupPlatform(t, func(s *api.Server) { s.ArchiveLimits = archiveLimits(cfg) })
+	big := copyTree(t, demoPath, "big")
+	noise := make([]byte, 3<<20)
+	rand.Read(noise)
+	writeTree(t, big, map[string]string{"data/noise.bin": string(noise)})
+	for _, tc := range []struct {
+		dir, want string
+	}{
+		{big, "413 Request Entity Too Large: Archive is larger than the upload limit (1 MiB)"},
+		{demoPath, "400 Bad Request: the archive has more than 5 entries"},
+	} {
+		if out, err := p.cli("deploy", tc.dir); err == nil || !strings.Contains(err.Error(), tc.want) || out != "" {
+			t.Errorf("deploy %s: err %v, stdout %q; want %q", tc.dir, err, out, tc.want)
+		}
 	}
 }

@@ -29,13 +29,19 @@ type platform struct {
 	spiders string
 }
 
-func setupPlatform(t *testing.T, mod func(*worker.Config)) *platform {
+// setupPlatform starts the platform; mod, unless nil, sets up the API
+// server before it serves.
+func setupPlatform(t *testing.T, mod func(*api.Server)) *platform {
 	t.Helper()
 	store := testenv.DB(t)
 	rdb := testenv.RedisClient(t)
 	log := testenv.Log(t, slog.LevelWarn)
 	p := &platform{t: t, db: store, spiders: t.TempDir()}
-	p.url = testenv.Serve(t, api.New(store, tasks.NewQueuer(rdb), log))
+	srv := api.New(store, tasks.NewQueuer(rdb), log)
+	if mod != nil {
+		mod(srv)
+	}
+	p.url = testenv.Serve(t, srv)
 	ctx := context.Background()
 	u, err := store.EnsureUser(ctx, "cli@example.com")
 	if err != nil {
@@ -51,9 +57,6 @@ func setupPlatform(t *testing.T, mod func(*worker.Config)) *platform {
 	cfg.ShutdownTimeout = time.Second
 	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
 	cfg.Sandbox.Enabled = false // the sandbox has tests of its own (worker, sandbox)
-	if mod != nil {
-		mod(&cfg)
-	}
 	testenv.StartWorker(t, cfg, store, rdb, log)
 	return p
 }
