@@ -14,8 +14,6 @@ import (
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/api"
-	"github.com/scrapethis/scrapethis/archive"
-	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/demosite"
 	"github.com/scrapethis/scrapethis/tasks"
 	"github.com/scrapethis/scrapethis/worker"
@@ -86,8 +84,7 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 	m := newMetrics(d)
 	queuer := tasks.NewPipelinedQueuer(d.rdb)
 	defer queuer.Close()
-	srv := api.New(d.db, queuer, d.log)
-	srv.ArchiveLimits = archiveLimits(d.cfg)
+	srv := newAPIServer(d, queuer)
 	defer srv.Close()
 	defer cacheKeys(ctx, d, srv)()
 	ops, closeOps, err := apiOps(d, m, queuer)
@@ -135,14 +132,6 @@ metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 			return nil
 		},
 	)
-}
-
-// archiveLimits are the configured bounds of project archives
-// (SCRAPETHIS_UPLOAD_MAX_MB, SCRAPETHIS_UNPACK_MAX_MB,
-// SCRAPETHIS_ARCHIVE_MAX_ENTRIES).
-func archiveLimits(c config.Config) archive.Limits {
-	return archive.Limits{MaxArchiveBytes: int64(c.UploadMaxMB) << 20, MaxUnpackedBytes: int64(c.UnpackMaxMB) << 20,
-		MaxEntries: c.ArchiveMaxEntries}
 }
 
 // deployDemo deploys the demo project in dir through the API, as

@@ -55,7 +55,6 @@ func setupPlatform(t *testing.T, mod func(*api.Server)) *platform {
 	cfg.SpidersDir = p.spiders
 	cfg.CancelGrace = time.Second
 	cfg.ShutdownTimeout = time.Second
-	cfg.ScrapyCommand = []string{"/usr/bin/python3", "-m", "scrapy"}
 	cfg.Sandbox.Enabled = false // the sandbox has tests of its own (worker, sandbox)
 	testenv.StartWorker(t, cfg, store, rdb, log)
 	return p
