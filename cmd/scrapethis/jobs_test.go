@@ -158,6 +158,7 @@ func TestJobsCommands(t *testing.T) {
 		{[]string{"jobs", "get", "00000000-0000-0000-0000-000000000000"}, "404 Not Found: Job not found"},
 		{[]string{"jobs", "start", "nope"}, "404 Not Found: Spider not found"},
 		{[]string{"jobs", "start", "hello", "-a", "a-b=1"}, "400 Bad Request"},
+		{[]string{"jobs", "start", "hello", "-s", "LOG_LEVEL=DEBUG"}, "400 Bad Request: settings apply only to Scrapy spiders; hello is an executable"},
 		{[]string{"jobs", "list", "--status", "sleeping"}, "400 Bad Request"},
 		{[]string{"jobs", "items", id, "--format", "xml"}, "400 Bad Request: Invalid format"},
 		{[]string{"jobs", "get"}, "jobs get takes 1 argument(s), got 0"},
