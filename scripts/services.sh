@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what ScrapeThis needs on this machine is running: PostgreSQL on
 # 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (started, or installed with apt
-# and started, when missing and we are root), and Scrapy for *.py spiders.
+# and started, when missing and we are root), Scrapy for *.py spiders, and
+# python3-venv and pip for deployed projects' requirements.txt.
 # With Docker, `docker compose up -d postgres redis` is the other way.
 set -euo pipefail
 
@@ -57,5 +58,16 @@ if ! /usr/bin/python3 -c 'import scrapy' 2>/dev/null; then
   apt_install python3-scrapy || die "Scrapy is missing: install it (apt-get install python3-scrapy) to run *.py spiders."
 fi
 
+# venv and pip, for deployed projects with a requirements.txt: each version
+# gets a virtualenv that still sees the machine's Scrapy.
+if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  say "python3-venv is missing; installing it with apt"
+  apt_install python3-venv || die "python3-venv is missing: install it (apt-get install python3-venv) to deploy projects with a requirements.txt."
+fi
+if ! /usr/bin/python3 -m pip --version >/dev/null 2>&1; then
+  say "pip is missing; installing python3-pip with apt"
+  apt_install python3-pip || die "pip is missing: install it (apt-get install python3-pip) to deploy projects with a requirements.txt."
+fi
+
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is missing: install Go 1.26 or newer from go.dev/dl."
-say "PostgreSQL, Redis and Scrapy are ready"
+say "PostgreSQL, Redis, Scrapy, venv and pip are ready"

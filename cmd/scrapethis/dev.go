@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/api"
@@ -18,6 +21,14 @@ import (
 
 // demoEmail is the user `scrapethis dev` creates for trying things out.
 const demoEmail = "demo@scrapethis.local"
+
+// The demo Scrapy project `scrapethis dev` deploys for the demo user on
+// its first start (SCRAPETHIS_DEMO_PROJECT_DIR, relative to the working
+// directory; a directory without scrapy.cfg is skipped), and its spider.
+const (
+	demoProjectDir = "demo/quotes"
+	demoSpider     = "demo_quotes"
+)
 
 // cmdDev runs everything in one process: migrations, the API (with the
 // demo site at /demo/), a worker, and the scheduler. Each start prints a
@@ -41,6 +52,10 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 		return fmt.Errorf("listen on %s: %w", d.cfg.HTTPAddr, err)
 	}
 	base := "http://" + ln.Addr().String()
+	demoDir := getenv("SCRAPETHIS_DEMO_PROJECT_DIR")
+	if demoDir == "" {
+		demoDir = demoProjectDir
+	}
 	user, err := d.db.EnsureUser(ctx, demoEmail)
 	if err != nil {
 		return err
@@ -69,7 +84,7 @@ func cmdDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 	m := newMetrics(d)
 	queuer := tasks.NewPipelinedQueuer(d.rdb)
 	defer queuer.Close()
-	srv := api.New(d.db, queuer, d.log)
+	srv := newAPIServer(d, queuer)
 	defer srv.Close()
 	defer cacheKeys(ctx, d, srv)()
 	ops, closeOps, err := apiOps(d, m, queuer)
@@ -92,8 +107,11 @@ start the example Scrapy spider against the demo site:
 then list jobs and read a job's items:
   curl -s -H 'Authorization: Bearer %[3]s' %[1]s/api/v1/jobs
   curl -s -H 'Authorization: Bearer %[3]s' %[1]s/api/v1/jobs/JOB_ID/items
+deploy a Scrapy project (%[5]s is deployed on first start) and run its spider:
+  SCRAPETHIS_URL=%[1]s SCRAPETHIS_API_KEY=%[3]s %[4]s deploy %[5]s
+  curl -s -H 'Authorization: Bearer %[3]s' -H 'Content-Type: application/json' -d '{"spider_name":"%[6]s","arguments":{"base_url":"%[1]s/demo/"},"settings":{"QUOTES_SOURCE":"dev"}}' %[1]s/api/v1/jobs
 
-`, base, demoEmail, key)
+`, base, demoEmail, key, os.Args[0], demoDir, demoSpider)
 	password := d.cfg.AdminPassword
 	if !generated {
 		password = "(from SCRAPETHIS_ADMIN_PASSWORD)"
@@ -108,5 +126,41 @@ metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 		func(ctx context.Context) error { return serveListener(ctx, d.log, ln, mux) },
 		w.Run,
 		func(ctx context.Context) error { return runScheduler(ctx, d, m) },
+		func(ctx context.Context) error {
+			deployDemo(ctx, newClient(base, key), demoDir, d.log, stdout)
+			<-ctx.Done() // the group ends when its first function returns
+			return nil
+		},
 	)
+}
+
+// deployDemo deploys the demo project in dir through the API, as
+// `scrapethis deploy` does, unless the user already has a project of its
+// name. It only logs what goes wrong: the dev server runs on without it.
+func deployDemo(ctx context.Context, c *apiClient, dir string, log *slog.Logger, stdout io.Writer) {
+	if _, err := os.Stat(filepath.Join(dir, "scrapy.cfg")); err != nil {
+		return
+	}
+	data, name, err := packProject(ctx, dir, "")
+	if err != nil {
+		log.Warn("demo project not deployed", "dir", dir, "err", err)
+		return
+	}
+	switch _, err := c.project(ctx, name); {
+	case err == nil:
+		return // deployed at an earlier start
+	case statusOf(err) != http.StatusNotFound:
+		if ctx.Err() == nil {
+			log.Warn("demo project not deployed", "dir", dir, "err", err)
+		}
+		return
+	}
+	v, _, err := deployArchive(ctx, c, name, "", data, 10*time.Minute, pollInterval)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("demo project not deployed", "dir", dir, "err", err)
+		}
+		return
+	}
+	fmt.Fprintf(stdout, "deployed the demo project %s %s from %s: spiders %s\n", name, v.Label, dir, strings.Join(v.Spiders, " "))
 }

@@ -27,6 +27,10 @@ commands:
   scheduler                     enqueue jobs from schedules
   dev                           migrate, then API + worker + scheduler in one process
 
+client commands (SCRAPETHIS_URL, default http://127.0.0.1:8080, and SCRAPETHIS_API_KEY):
+  deploy [DIR] [--project NAME] [--label L] [--timeout D]   deploy a Scrapy project or bundle
+  jobs start|list|get|cancel|logs|items ...   start and follow jobs (scrapethis jobs help)
+
 configuration is read from the environment; see README.md.
 `
 
@@ -68,6 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cmdScheduler(ctx, getenv)
 	case "dev":
 		return cmdDev(ctx, getenv, stdout)
+	case "deploy":
+		return cmdDeploy(ctx, args[1:], getenv, stdout, stderr)
+	case "jobs":
+		return cmdJobs(ctx, args[1:], getenv, stdout, stderr)
 	case "spider-guard": // started by workers; see worker.RunGuard
 		os.Exit(worker.RunGuard(os.Stdin))
 	case "help", "-h", "--help":
