@@ -94,7 +94,7 @@ func (r *run) code(ctx context.Context, sysLog func(string, ...any)) (spiderCode
 		return spiderCode{}, fmt.Errorf("version %s of project %s not prepared: %w", v.Label, v.Project, err)
 	}
 	if p := e.Prepared; p.Cached {
-		r.log.Debug("version from the cache", "version", v.Label, "took", time.Since(start))
+		sysLog("version %s of project %s from this worker's cache (%s)", v.Label, v.Project, ms(time.Since(start)))
 	} else {
 		sysLog("version %s of project %s prepared on this worker in %s: fetch %s, verify and unpack %s, environment %s",
 			v.Label, v.Project, ms(time.Since(start)), ms(p.Fetch), ms(p.Unpack), ms(p.Env))

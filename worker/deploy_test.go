@@ -52,7 +52,7 @@ func shopProject(t *testing.T, marker string) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{
-		"scrapy.cfg": "[settings]\ndefault = shop.settings\n\n[deploy]\nproject = shop\n",
+		"scrapy.cfg":       "[settings]\ndefault = shop.settings\n\n[deploy]\nproject = shop\n",
 		"shop/__init__.py": "",
 		"shop/items.py": `import scrapy
 
@@ -185,6 +185,18 @@ func (d deployEnv) startJob(body string) string {
 	return r.JobID
 }
 
+// worker starts one more worker of a machine of its own: a cache of its
+// own, and no spiders directory at all.
+func (d deployEnv) worker(mod func(*worker.Config)) (stop func()) {
+	return d.startWorker(func(c *worker.Config) {
+		c.SpidersDir = filepath.Join(d.t.TempDir(), "none")
+		c.CacheDir = d.t.TempDir()
+		if mod != nil {
+			mod(c)
+		}
+	})
+}
+
 func newDeployEnv(t *testing.T, workers int, mod func(*worker.Config)) deployEnv {
 	b := setup(t)
 	_, key, err := b.db.CreateAPIKey(context.Background(), b.userID, "deploy")
@@ -193,18 +205,11 @@ func newDeployEnv(t *testing.T, workers int, mod func(*worker.Config)) deployEnv
 	}
 	srv := api.New(b.db, b.queuer, testenv.Log(t, slog.LevelWarn))
 	url := testenv.Serve(t, srv)
+	d := deployEnv{bundle: b, url: url, key: key}
 	for i := 0; i < workers; i++ {
-		// Workers of separate machines: caches of their own, and no spiders
-		// directory at all.
-		b.startWorker(func(c *worker.Config) {
-			c.SpidersDir = filepath.Join(t.TempDir(), "none")
-			c.CacheDir = t.TempDir()
-			if mod != nil {
-				mod(c)
-			}
-		})
+		d.worker(mod)
 	}
-	return deployEnv{bundle: b, url: url, key: key}
+	return d
 }
 
 // TestDeployedProjectRuns deploys a Scrapy project over HTTP to two
@@ -213,9 +218,15 @@ func newDeployEnv(t *testing.T, workers int, mod func(*worker.Config)) deployEnv
 // stats, and keeps a job pinned to v1 on v1 while v2 is deployed.
 func TestDeployedProjectRuns(t *testing.T) {
 	t.Parallel()
-	d := newDeployEnv(t, 2, nil)
+	d := newDeployEnv(t, 0, nil)
 	site := shopSite(t, 5)
+	// The first worker inspects v1, then its machine goes away: the next
+	// two have never seen the version and fetch it from the platform.
+	stopFirst := d.worker(nil)
 	v1 := d.deploy(shopProject(t, "one"))
+	stopFirst()
+	d.worker(nil)
+	d.worker(nil)
 	if v1.Status != "ready" || strings.Join(v1.Spiders, ",") != "products" {
 		t.Fatalf("v1: %+v (error %v)", v1, deref(v1.Error))
 	}
@@ -268,8 +279,13 @@ func TestDeployedProjectRuns(t *testing.T) {
 			t.Fatalf("job %s ran version %+v, want %s", tc.job.ID, tc.job.Version, v1.ID)
 		}
 	}
-	if !strings.Contains(d.logs(ja.ID)+d.logs(jc.ID), "prepared on this worker") {
-		t.Fatalf("no job reported preparing the version:\n%s", d.logs(ja.ID))
+	for _, id := range []string{ja.ID, jc.ID} {
+		if l := d.logs(id); !strings.Contains(l, "prepared on this worker") && !strings.Contains(l, "from this worker's cache") {
+			t.Fatalf("job %s does not say where its version came from:\n%s", id, l)
+		}
+	}
+	if !strings.Contains(d.logs(ja.ID)+d.logs(jc.ID), "prepared on this worker in") {
+		t.Fatalf("no job reported fetching and preparing the version")
 	}
 
 	// v2 changes the pipeline's marker; a job pinned to v1 still runs v1,
@@ -283,7 +299,11 @@ func TestDeployedProjectRuns(t *testing.T) {
 	for id, want := range map[string]string{pinned: "one", latest: "two"} {
 		d.waitStatus(id, scrapethis.StatusFinished)
 		items := d.items(id)
-		if len(items) != 5 || !strings.Contains(items[0], `"version":"`+want+`"`) {
+		var it struct{ Version string }
+		if len(items) == 5 {
+			json.Unmarshal([]byte(items[0]), &it)
+		}
+		if it.Version != want {
 			t.Fatalf("job %s: items %v, want version %s", id, items, want)
 		}
 	}

@@ -5,125 +5,20 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/archive"
 	"github.com/scrapethis/scrapethis/config"
-	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/internal/testenv"
 )
 
-// listSpiders prints "NAME FILE" for each spider of the Scrapy project in
-// the current directory: what `scrapy list` finds, and the file that
-// defines each.
-const listSpiders = `import inspect, os
-from scrapy.spiderloader import SpiderLoader
-from scrapy.utils.project import get_project_settings
-loader = SpiderLoader.from_settings(get_project_settings())
-for name in loader.list():
-    print(name, os.path.relpath(inspect.getfile(loader.load(name))))
-`
-
-// inspectVersions stands in for the workers' inspection (the version:inspect
-// task) until it is on main: it takes every building version from the
-// store, unpacks its archive, asks the machine's real Scrapy for its
-// spiders and records the verdict through the store, as a worker does.
-// Projects named slow-* are left building. It runs until the test ends.
-func inspectVersions(t *testing.T, store *db.DB) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			building, err := store.BuildingVersions(ctx, time.Now().Add(time.Hour), 10)
-			if err != nil {
-				if ctx.Err() == nil {
-					t.Errorf("building versions: %v", err)
-				}
-				return
-			}
-			for _, v := range building {
-				if strings.HasPrefix(v.Project, "slow-") {
-					continue
-				}
-				spiders, reason, err := inspect(ctx, t.TempDir(), store, v.SHA256, v.ContentType)
-				switch {
-				case err != nil:
-					if ctx.Err() == nil {
-						t.Errorf("inspect %s %s: %v", v.Project, v.Label, err)
-					}
-					return
-				case reason != "":
-					err = store.FailVersion(ctx, v.ID, reason)
-				default:
-					_, err = store.ReadyVersion(ctx, v.ID, spiders)
-				}
-				if err != nil && ctx.Err() == nil {
-					t.Errorf("record %s %s: %v", v.Project, v.Label, err)
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-}
-
-// inspect returns the spiders of an archive, or the reason it fails.
-func inspect(ctx context.Context, dir string, store *db.DB, sum, contentType string) (map[string]string, string, error) {
-	data, err := store.Archive(ctx, sum)
-	if err != nil {
-		return nil, "", err
-	}
-	a, err := archive.Open(ctx, bytes.NewReader(data), int64(len(data)), contentType, archive.Limits{})
-	if err != nil {
-		return nil, "", err
-	}
-	if a.Project().Kind == archive.KindBundle {
-		return a.Project().Spiders, "", nil
-	}
-	if err := a.Extract(ctx, dir); err != nil {
-		return nil, "", err
-	}
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "-c", listSpiders)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-		return nil, "scrapy list failed: " + lines[len(lines)-1], nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	spiders := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if name, file, ok := strings.Cut(line, " "); ok {
-			spiders[name] = file
-		}
-	}
-	return spiders, "", nil
-}
-
-// copyTree copies the project at src into a new directory named name.
 func copyTree(t *testing.T, src, name string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), name)
@@ -154,7 +49,6 @@ var demoPath = filepath.Join("..", "..", demoProjectDir)
 func TestDeployEndToEnd(t *testing.T) {
 	t.Parallel()
 	p := setupPlatform(t, nil)
-	inspectVersions(t, p.db)
 	ctx := context.Background()
 
 	// The demo project, named by its scrapy.cfg, deployed from its own
@@ -219,10 +113,10 @@ func TestDeployEndToEnd(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"deploy", broken}, "version v1 of broken failed: scrapy list failed: ModuleNotFoundError: No module named 'no_such_module'"},
+		{[]string{"deploy", broken}, "version v1 of broken failed: scrapy list failed: spider module quotes.spiders.quotes (ModuleNotFoundError: No module named 'no_such_module') fails to import"},
 		{[]string{"deploy", clash}, `version v1 of clash failed: spider name "demo_quotes" is taken by project quotes`},
 		{[]string{"deploy", "--label", "not a label", demoPath}, `400 Bad Request: Invalid label "not a label"`},
-		{[]string{"deploy", "--project", "slow-one", "--timeout", "200ms", demoPath}, "version v1 of slow-one is still building: not ready after --timeout 200ms"},
+		{[]string{"deploy", "--project", "slow-one", "--timeout", "1ns", demoPath}, "version v1 of slow-one is still building: not ready after --timeout 1ns"},
 	} {
 		out, err := p.cli(tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || out != "" {
@@ -240,7 +134,6 @@ func TestDeployEndToEnd(t *testing.T) {
 func TestDevDeploysDemo(t *testing.T) {
 	t.Parallel()
 	p := setupPlatform(t, nil)
-	inspectVersions(t, p.db)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newClient(p.url, p.key)
