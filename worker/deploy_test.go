@@ -365,3 +365,27 @@ func TestDeployFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxedDeployedProject: inspection and jobs of a deployed project
+// with a virtualenv run in the sandbox, the version bound read-only.
+func TestSandboxedDeployedProject(t *testing.T) {
+	t.Parallel()
+	d := newDeployEnv(t, 1, sandboxed(t))
+	site := shopSite(t, 3)
+	v := d.deploy(shopProject(t, "boxed"))
+	if v.Status != "ready" {
+		t.Fatalf("version: %+v (error %q)", v, deref(v.Error))
+	}
+	id := d.startJob(`{"spider_name": "products", "arguments": {"base_url": "` + site + `"}, "memory_mb": 200}`)
+	j := d.waitStatus(id, scrapethis.StatusFinished)
+	if n := len(d.items(id)); n != 3 {
+		t.Fatalf("%d items, want 3; log:\n%s", n, d.logs(id))
+	}
+	if l := d.logs(id); !strings.Contains(l, "in a sandbox (uid ") || !strings.Contains(l, "200 MiB memory") {
+		t.Fatalf("job did not run sandboxed with its memory_mb:\n%s", l)
+	}
+	var st map[string]any
+	if json.Unmarshal(j.Stats, &st); st["item_scraped_count"] != float64(3) {
+		t.Fatalf("stats %s", j.Stats)
+	}
+}
