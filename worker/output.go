@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -160,18 +159,4 @@ func logLine(line []byte) string {
 		s = strings.ReplaceAll(s, "\x00", "")
 	}
 	return s
-}
-
-var finishReason = regexp.MustCompile(`'finish_reason':\s*'([^']*)'`)
-
-// scrapyFinishReason returns the finish_reason of a Scrapy stats dump line.
-func scrapyFinishReason(line []byte) (string, bool) {
-	if !bytes.Contains(line, []byte("finish_reason")) {
-		return "", false
-	}
-	m := finishReason.FindSubmatch(line)
-	if m == nil {
-		return "", false
-	}
-	return string(m[1]), true
 }

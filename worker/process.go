@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 
 	"github.com/scrapethis/scrapethis"
@@ -82,38 +81,6 @@ func spiderArgs(raw json.RawMessage) ([]string, error) {
 		out = append(out, "-a", k+"="+s)
 	}
 	return out, nil
-}
-
-// commandLine builds the spider's argv, never through a shell: a *.py file
-// runs under Scrapy, any other file must be executable and runs directly.
-// file is the spider on the host, runPath where the spider process sees it.
-// With a memory limit (memoryMB > 0), Scrapy also gets MEMUSAGE_LIMIT_MB a
-// little below it, so it can close the spider on its own first.
-func commandLine(file, runPath string, args []string, scrapy []string, logLevel string, memoryMB int) ([]string, error) {
-	if strings.HasSuffix(file, ".py") {
-		argv := append([]string{}, scrapy...)
-		argv = append(argv, "runspider", runPath)
-		argv = append(argv, args...)
-		argv = append(argv, "-o", "-:jsonlines", "-s", "LOG_LEVEL="+logLevel, "-s", "TELNETCONSOLE_ENABLED=False")
-		if memoryMB > 0 {
-			argv = append(argv, "-s", "MEMUSAGE_ENABLED=True", "-s", fmt.Sprintf("MEMUSAGE_LIMIT_MB=%d", scrapyMemoryMB(memoryMB)))
-		}
-		return argv, nil
-	}
-	st, err := os.Stat(file)
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode().Perm()&0o111 == 0 {
-		return nil, fmt.Errorf("spider file %s is not executable (and not a *.py Scrapy spider)", filepath.Base(file))
-	}
-	return append([]string{runPath}, args...), nil
-}
-
-// scrapyMemoryMB is Scrapy's own memory limit under a hard limit: 10%
-// (at least 32 MiB) below it, for the interpreter's peaks between checks.
-func scrapyMemoryMB(hard int) int {
-	return max(hard-max(hard/10, 32), hard/2, 1)
 }
 
 // spiderEnv is the whole environment a spider sees: its job, its name, and

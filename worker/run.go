@@ -205,10 +205,6 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	itemsDone := make(chan error, 1)
 	go func() { itemsDone <- items.run(ctx) }()
 
-	var finish struct {
-		sync.Mutex
-		reason string
-	}
 	stats := newStatsWriter(r)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); stats.run(ctx) }()
@@ -236,11 +232,6 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 			if st, ok := scrapyrun.ParseStats(line); ok {
 				stats.set(st)
 				return
-			}
-			if fr, ok := scrapyFinishReason(line); ok {
-				finish.Lock()
-				finish.reason = fr
-				finish.Unlock()
 			}
 			logIn <- logLine(line)
 		})
@@ -308,10 +299,7 @@ wait:
 		r.log.Error("items not fully stored", "err", itemsErr)
 	}
 
-	finish.Lock()
-	fr := finish.reason
-	finish.Unlock()
-	return r.decide(res, policy.Limits.MemoryMB, fr, sysLog), itemsErr
+	return r.decide(res, policy.Limits.MemoryMB, stats.finishReason(), sysLog), itemsErr
 }
 
 func (r *run) modeName() string {

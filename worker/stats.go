@@ -35,6 +35,19 @@ func (s *statsWriter) set(st json.RawMessage) {
 	s.mu.Unlock()
 }
 
+// finishReason is Scrapy's finish_reason in the newest stats, "" if none.
+func (s *statsWriter) finishReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st struct {
+		FinishReason string `json:"finish_reason"`
+	}
+	if s.latest != nil {
+		json.Unmarshal(s.latest, &st)
+	}
+	return st.FinishReason
+}
+
 // close asks run to store the last stats and return.
 func (s *statsWriter) close() { s.once.Do(func() { close(s.closing) }) }
 
