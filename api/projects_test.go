@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"archive/tar"
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -323,5 +326,82 @@ func TestSpiderNameClash(t *testing.T) {
 	b.mustStatus(b.upload(key, "/api/v1/projects/shop/versions", "application/gzip", project(t, "shop", "1")), http.StatusOK).json(t, &again)
 	if again.ID != v.ID || again.Status != "building" || again.Error != nil {
 		t.Fatalf("re-upload of a failed version: %+v", again)
+	}
+}
+
+// hostileTarGz builds a tar.gz of the entries, each with a scrapy.cfg
+// beside it so that only the entry itself is wrong.
+func hostileTarGz(t *testing.T, entries ...*tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	all := append([]*tar.Header{{Name: "scrapy.cfg", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len("[settings]\n"))}}, entries...)
+	for _, h := range all {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == "scrapy.cfg" {
+			tw.Write([]byte("[settings]\n"))
+		} else if h.Typeflag == tar.TypeReg && h.Size > 0 {
+			tw.Write(bytes.Repeat([]byte("x"), int(h.Size)))
+		}
+	}
+	tw.Close()
+	gz.Close()
+	return buf.Bytes()
+}
+
+// TestHostileArchives: every refusal of C1 answers 400 naming the problem,
+// and stores nothing.
+func TestHostileArchives(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.user("hostile@example.com")
+	many := make([]*tar.Header, 10001)
+	for i := range many {
+		many[i] = &tar.Header{Name: fmt.Sprintf("f/%d", i), Typeflag: tar.TypeReg, Mode: 0o644}
+	}
+	var bomb bytes.Buffer
+	zw := zip.NewWriter(&bomb)
+	f, _ := zw.Create("scrapy.cfg")
+	f.Write([]byte("[settings]\n"))
+	f, _ = zw.Create("zeros.bin")
+	zeros := make([]byte, 1<<20)
+	for i := 0; i < 201; i++ {
+		f.Write(zeros)
+	}
+	zw.Close()
+	for _, tc := range []struct {
+		name        string
+		contentType string
+		body        []byte
+		want        string
+	}{
+		{"absolute path", "application/gzip", hostileTarGz(t, &tar.Header{Name: "/etc/cron.d/x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}), "absolute"},
+		{"dot-dot", "application/gzip", hostileTarGz(t, &tar.Header{Name: "a/../../x", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1}), ".."},
+		{"link out", "application/gzip", hostileTarGz(t, &tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "../../etc/passwd"}), "outside"},
+		{"absolute link", "application/gzip", hostileTarGz(t, &tar.Header{Name: "l", Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd"}), "outside"},
+		{"hard link out", "application/gzip", hostileTarGz(t, &tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../x"}), "link"},
+		{"device", "application/gzip", hostileTarGz(t, &tar.Header{Name: "dev", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3}), "device"},
+		{"fifo", "application/gzip", hostileTarGz(t, &tar.Header{Name: "pipe", Typeflag: tar.TypeFifo}), "fifo"},
+		{"too many entries", "application/gzip", hostileTarGz(t, many...), "10000 entries"},
+		{"zip bomb", "application/zip", bomb.Bytes(), "200 MiB"},
+	} {
+		r := b.upload(key, "/api/v1/projects/hostile/versions", tc.contentType, tc.body)
+		if r.status != http.StatusBadRequest {
+			t.Errorf("%s: status %d: %s", tc.name, r.status, r.body)
+			continue
+		}
+		if msg := r.errorMessage(t); !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: message %q does not mention %q", tc.name, msg, tc.want)
+		}
+	}
+	var n int
+	if err := b.sql.Get(&n, `SELECT (SELECT count(*) FROM projects) + (SELECT count(*) FROM versions) + (SELECT count(*) FROM archives)`); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d rows stored by hostile uploads", n)
 	}
 }
