@@ -101,7 +101,7 @@ def items_output():
 
 def use_project(root, module):
     """Makes the project at root importable and its settings module the one
-    Scrapy loads; returns the module's name."""
+    Scrapy loads; returns the project's real root and the module's name."""
     if not root:
         raise Failure("no project root given")
     root = os.path.realpath(root)
