@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -210,7 +211,7 @@ type result struct {
 // execute runs argv in dir to its end, within a bounded time.
 func execute(t *testing.T, argv []string, dir string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := command(ctx, argv, dir)
@@ -381,7 +382,7 @@ func TestPeriodicStats(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := command(ctx, argv, job)
 	var stdout, stderr bytes.Buffer
@@ -435,7 +436,9 @@ func TestPeriodicStats(t *testing.T) {
 	}
 }
 
-const fileSpider = `import scrapy
+const fileSpider = `import datetime
+
+import scrapy
 
 
 class FileSpider(scrapy.Spider):
@@ -447,6 +450,12 @@ class FileSpider(scrapy.Spider):
 
     def parse(self, response):
         print('{"fake": "item"}')
+        stats = self.crawler.stats
+        stats.set_value("file/huge", "x" * 100000)
+        stats.set_value("file/nan", float("nan"))
+        stats.set_value("file/when", datetime.datetime(2020, 1, 2, 4, 4, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=1))))
+        stats.set_value("file/object", object())
+        stats.set_value("file/nested", {1: (1.5, None, "\x00")})
         for href in response.css("a::attr(href)").getall():
             yield response.follow(href, self.parse_product)
 
@@ -481,12 +490,84 @@ func TestRunspider(t *testing.T) {
 			t.Errorf("item %v: the job's TAG setting did not apply", it)
 		}
 	}
-	checkFinal(t, res, 3)
+	final := checkFinal(t, res, 3)
 	if !strings.Contains(string(res.stderr), `{"fake": "item"}`) {
 		t.Errorf("the spider's print is not in its log")
 	}
 	if files := tree(t, job); slices.Contains(files, "custom-feed.json") {
 		t.Errorf("custom_settings FEEDS redirected items: %q", files)
+	}
+
+	// Stats that are not JSON, or too big for a line.
+	if _, ok := final["file/huge"]; ok || final["scrapethis/stats_dropped"] != float64(1) {
+		t.Errorf("a 100 kB stat is kept (%v), or not counted as dropped: %v", ok, final["scrapethis/stats_dropped"])
+	}
+	obj, _ := final["file/object"].(string)
+	nested, _ := json.Marshal(final["file/nested"])
+	for k, ok := range map[string]bool{
+		"file/nan":    final["file/nan"] == "nan",
+		"file/when":   final["file/when"] == "2020-01-02T03:04:05Z",
+		"file/object": strings.HasPrefix(obj, "<object object at "),
+		"file/nested": string(nested) == "{\"1\":[1.5,null,\"\uFFFD\"]}",
+	} {
+		if !ok {
+			t.Errorf("stat %s: %#v", k, final[k])
+		}
+	}
+}
+
+// TestShutdownStats stops a running spider as a cancel does (SIGTERM):
+// Scrapy closes it, and the final stats say so.
+func TestShutdownStats(t *testing.T) {
+	t.Parallel()
+	needScrapy(t)
+	site := newSite(t)
+	project, job := t.TempDir(), t.TempDir()
+	writeFiles(t, project, shopProject)
+	argv, err := Run{
+		Python: python, Mode: ModeCrawl, Spider: "slow", ProjectRoot: project, SettingsModule: "shop.settings",
+		Args: []string{"-a", "base=" + site.URL}, LogLevel: "INFO",
+		StatsInterval: 50 * time.Millisecond,
+	}.Argv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := command(ctx, argv, job)
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	var last map[string]any
+	signalled := false
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		stderr.Write(sc.Bytes())
+		stderr.WriteByte('\n')
+		if raw, ok := ParseStats(sc.Bytes()); ok {
+			last = decodeStats(t, raw)
+			if !signalled {
+				if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				signalled = true
+			}
+		}
+		if bytes.Contains(sc.Bytes(), []byte("shutting down gracefully")) {
+			site.release() // Scrapy waits for the request in progress
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr.Bytes())
+	}
+	if !signalled || last["finish_reason"] != "shutdown" {
+		t.Fatalf("final stats %v; stderr:\n%s", last, stderr.Bytes())
 	}
 }
 

@@ -101,7 +101,7 @@ def items_output():
 
 def use_project(root, module):
     """Makes the project at root importable and its settings module the one
-    Scrapy loads; returns the module's name."""
+    Scrapy loads; returns the project's real root and the module's name."""
     if not root:
         raise Failure("no project root given")
     root = os.path.realpath(root)
@@ -191,9 +191,26 @@ def encode_stats(stats):
                 break
             kept[k] = v
             budget -= cost
-        kept["scrapethis/stats_dropped"] = str(len(entries) - len(kept))
+        kept["scrapethis/stats_dropped"] = json.dumps(len(entries) - len(kept))
         entries = kept
     return "{" + ",".join(json.dumps(k) + ":" + v for k, v in sorted(entries.items())) + "}"
+
+
+def write_stderr(data):
+    """Writes data to fd 2 as one piece. Not through sys.stderr: a signal
+    handler that logs (Scrapy's, on SIGTERM) while that writer is busy fails
+    on a reentrant call and loses the shutdown. Signals are blocked in this
+    thread meanwhile, so that no handler's line lands inside this one."""
+    import signal
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        sys.stderr.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(2, view):]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def register(interval, items):
@@ -237,8 +254,7 @@ def register(interval, items):
         def report(self):
             try:
                 line = STATS_PREFIX + encode_stats(self.crawler.stats.get_stats()) + "\n"
-                sys.stderr.write(line)
-                sys.stderr.flush()
+                write_stderr(line.encode())
             except Exception as e:
                 sys.stderr.write("scrapethis: warning: stats not reported: %s\n" % describe(e))
 
@@ -371,7 +387,11 @@ def list_spiders(opts, items):
     for name in names:
         if not isinstance(name, str) or not SPIDER_NAME.match(name):
             raise Failure("spider name %r is not valid" % (name,))
-        cls = loader.load(name)
+        try:
+            cls = loader.load(name)
+        except (Exception, SystemExit) as e:
+            traceback.print_exc()
+            raise Failure("spider %r cannot be loaded: %s" % (name, describe(e)))
         path = source(cls)
         rel = os.path.relpath(path, root) if path else ""
         if not path or rel == os.pardir or rel.startswith(os.pardir + os.sep):
