@@ -112,7 +112,7 @@ type Config struct {
 
 // ScenarioKeys name the scenarios for Config.Only, in the order they run.
 func ScenarioKeys() []string {
-	return []string{"create", "idle", "dispatch", "completion", "cancel", "items", "list"}
+	return []string{"create", "idle", "dispatch", "deploy", "completion", "cancel", "items", "list"}
 }
 
 // Benchmarker is one run of the benchmark: its connections, its child
@@ -215,6 +215,7 @@ func (b *Benchmarker) scenarios() []scenario {
 		{"", "start worker", b.startWorker},
 		{"idle", "idle cost, worker", b.idleWorker},
 		{"dispatch", "dispatch latency", b.dispatchLatency},
+		{"deploy", "deploys", b.deployed},
 		{"completion", "job completion throughput", b.completionThroughput},
 		{"cancel", "cancel latency", b.cancelLatency},
 		{"items", "item ingestion", b.itemIngestion},

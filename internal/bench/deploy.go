@@ -97,9 +97,14 @@ func (b *Benchmarker) deployed(ctx context.Context) error {
 	}
 	b.spiders["deployed-stamp"] = sp.ID
 	stamps := filepath.Join(b.dir, "stamps")
-	// A worker that inspected the version has it cached: the first job is
-	// cold only on a worker that did not. Evict it by hand first: the
-	// bench's worker is the only one, so its cache directory is known.
+	// The worker that inspected the version has it cached: a first job is
+	// cold only on a worker that did not. The worker starts again on an
+	// empty cache of its own, as a new machine would.
+	b.worker.stop(30 * time.Second)
+	b.env = append(b.env, "SCRAPETHIS_CACHE_DIR="+filepath.Join(b.dir, "cache-2"))
+	if b.worker, err = b.startChild("worker-2", "worker"); err != nil {
+		return fmt.Errorf("%w: %w", errFatal, err)
+	}
 	first, err := b.postJob(ctx, "deployed-stamp", map[string]string{"mode": "stamp", "out": filepath.Join(stamps, "deploy-first")})
 	if err != nil {
 		return err

@@ -184,7 +184,8 @@ func (b *Benchmarker) childEnv() error {
 		// pids), which a sandboxed spider cannot do: the first-wave rows
 		// run without it. The sandbox's own cost is measured in package
 		// sandbox (BenchmarkStart).
-		"SCRAPETHIS_SANDBOX": "off",
+		"SCRAPETHIS_SANDBOX":   "off",
+		"SCRAPETHIS_CACHE_DIR": filepath.Join(b.dir, "cache"),
 	}
 	if b.cfg.WorkerConcurrency > 0 {
 		set["SCRAPETHIS_WORKER_CONCURRENCY"] = strconv.Itoa(b.cfg.WorkerConcurrency)
