@@ -389,3 +389,28 @@ func TestSandboxedDeployedProject(t *testing.T) {
 		t.Fatalf("stats %s", j.Stats)
 	}
 }
+
+// TestLostInspection: a version whose inspection task is lost (Redis
+// flushed, an enqueue that failed) is inspected all the same.
+func TestLostInspection(t *testing.T) {
+	t.Parallel()
+	d := newDeployEnv(t, 0, nil)
+	status, body := d.call("POST", "/api/v1/projects/shop/versions", "application/gzip", shopProject(t, "lost"))
+	if status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", status, body)
+	}
+	var v deployedVersion
+	json.Unmarshal(body, &v)
+	if err := d.rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d.worker(nil)
+	testenv.WaitFor(t, 2*time.Minute, "the lost inspection to be made", func() bool {
+		_, body := d.call("GET", "/api/v1/projects/shop/versions/"+v.ID, "", nil)
+		json.Unmarshal(body, &v)
+		return v.Status != "building"
+	})
+	if v.Status != "ready" {
+		t.Fatalf("version %+v (error %q)", v, deref(v.Error))
+	}
+}

@@ -246,9 +246,10 @@ func (w *Worker) cacheDir() string {
 }
 
 // versionsLoop makes sure no version stays building: it enqueues the
-// inspection of versions building for a while (an enqueue the API could
-// not make, a task lost with Redis) and fails those building far longer
-// than any inspection takes.
+// inspection of versions building for a while (12 reconcile periods, a
+// minute by default: an enqueue the API could not make, a task lost with
+// Redis) and fails those building far longer than any inspection takes.
+// An inspection whose worker died is asynq's to deliver again.
 func (w *Worker) versionsLoop(ctx context.Context) {
 	every := 6 * w.cfg.Reconcile
 	t := time.NewTicker(every)
@@ -259,7 +260,7 @@ func (w *Worker) versionsLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		vs, err := w.db.BuildingVersions(ctx, time.Now().Add(-time.Minute), 100)
+		vs, err := w.db.BuildingVersions(ctx, time.Now().Add(-2*every), 100)
 		if err != nil {
 			w.log.Debug("building versions not listed", "err", err)
 			continue
