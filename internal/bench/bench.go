@@ -36,6 +36,7 @@ type Sizes struct {
 	Idle           time.Duration // idle measurement window
 	Settle         time.Duration // pause before the worker's idle window, for the start-up job's traffic to end
 	DispatchJobs   int
+	DeployMB       int // the size of the uploaded archive's random payload
 	CompletionJobs int
 	CancelJobs     int
 	Items          int
@@ -55,6 +56,7 @@ func FullSizes() Sizes {
 		Idle:           3 * time.Second,
 		Settle:         200 * time.Millisecond,
 		DispatchJobs:   200,
+		DeployMB:       20,
 		CompletionJobs: 3000,
 		CancelJobs:     100,
 		Items:          1_000_000,
@@ -75,6 +77,7 @@ func QuickSizes() Sizes {
 		Idle:           time.Second,
 		Settle:         200 * time.Millisecond,
 		DispatchJobs:   60,
+		DeployMB:       20,
 		CompletionJobs: 600,
 		CancelJobs:     30,
 		Items:          100_000,

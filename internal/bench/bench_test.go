@@ -29,6 +29,7 @@ func tinySizes() Sizes {
 		Idle:           300 * time.Millisecond,
 		Settle:         50 * time.Millisecond,
 		DispatchJobs:   3,
+		DeployMB:       1,
 		CompletionJobs: 10,
 		CancelJobs:     2,
 		Items:          2000,

@@ -19,10 +19,6 @@ import (
 	"github.com/scrapethis/scrapethis/storage"
 )
 
-// deployPayload is the size of the random file in the bench's bundle: the
-// 20 MiB upload of the deploy issue.
-const deployPayload = 20 << 20
-
 // deployed measures deploys: storing a 20 MiB upload (baseline: the same
 // bytes inserted straight into Postgres from here), a version's first job
 // on a worker (baseline: unpacking the same archive here, in memory to
@@ -39,7 +35,7 @@ func (b *Benchmarker) deployed(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(dir, "scrapethis.json"), []byte(`{"spiders": {"deployed-stamp": "bin/benchspider"}}`), 0o644); err != nil {
 		return err
 	}
-	payload := make([]byte, deployPayload)
+	payload := make([]byte, b.sz.DeployMB<<20)
 
 	// Uploads of three different archives (a fresh payload each), and the
 	// raw insert of the same bytes under another key.
@@ -74,7 +70,7 @@ func (b *Benchmarker) deployed(ctx context.Context) error {
 		last = data
 	}
 	mibps := func(d time.Duration) float64 { return float64(len(last)) / (1 << 20) / d.Seconds() }
-	b.res.add("deploy: 20 MiB upload stored (POST -> 201)", mibps(percentile(upload, 50)), "MiB/s",
+	b.res.add(fmt.Sprintf("deploy: %d MiB upload stored (POST -> 201)", b.sz.DeployMB), mibps(percentile(upload, 50)), "MiB/s",
 		ptr(mibps(percentile(raw, 50))), true, ratioAtLeast(0.5),
 		fmt.Sprintf("%.1f MiB archive, median of 3; baseline: the same bytes INSERTed into archives from the bench", float64(len(last))/(1<<20)))
 
@@ -102,7 +98,7 @@ func (b *Benchmarker) deployed(ctx context.Context) error {
 	// empty cache of its own, as a new machine would.
 	b.worker.stop(30 * time.Second)
 	b.env = append(b.env, "SCRAPETHIS_CACHE_DIR="+filepath.Join(b.dir, "cache-2"))
-	if b.worker, err = b.startChild("worker-2", "worker"); err != nil {
+	if b.worker, err = b.startChild("worker", "worker"); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)
 	}
 	first, err := b.postJob(ctx, "deployed-stamp", map[string]string{"mode": "stamp", "out": filepath.Join(stamps, "deploy-first")})
