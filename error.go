@@ -16,6 +16,8 @@ const (
 	EUnavailable  = "unavailable"
 	// EMethodNotAllowed is a route that exists, asked with another method.
 	EMethodNotAllowed = "method_not_allowed"
+	// ETooManyRequests is a client over a rate limit.
+	ETooManyRequests = "too_many_requests"
 )
 
 // Error is a domain error: a code for machines and a message for people.

@@ -45,6 +45,7 @@ type Server struct {
 	MaxMemoryMB int
 	archives    storage.Store
 	uploads     chan struct{}
+	authFails   *throttle
 	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
 	// set them before calling Handler.
 	Ops Ops
@@ -55,6 +56,7 @@ type Server struct {
 func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond,
 		keys: newKeyCache(time.Minute), archives: storage.NewPostgres(store), uploads: make(chan struct{}, MaxConcurrentUploads),
+		authFails:   newThrottle(AuthBurst, AuthRate),
 		MaxMemoryMB: 4096}
 	// Concurrent key lookups and job inserts share round trips and commits.
 	ctx := context.Background()
@@ -165,11 +167,21 @@ func userID(ctx context.Context) string {
 // "Authorization: Bearer <key>" and answers 401 to any other.
 func (s *Server) authenticate(next handlerFunc) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		addr := clientAddr(r)
 		key, ok := bearer(r.Header.Get("Authorization"))
+		uid, gen, cached := "", uint64(0), false
+		if ok {
+			uid, gen, cached = s.keys.get(key)
+		}
+		if !cached || uid == "" {
+			if retry, blocked := s.authFails.blocked(addr); blocked {
+				return errThrottled(w, retry)
+			}
+		}
 		if !ok {
+			s.authFails.fail(addr)
 			return errUnauthorized
 		}
-		uid, gen, cached := s.keys.get(key)
 		if !cached {
 			var err error
 			if uid, err = s.auths.Do(r.Context(), key); err != nil {
@@ -180,6 +192,7 @@ func (s *Server) authenticate(next handlerFunc) http.Handler {
 			}
 		}
 		if uid == "" {
+			s.authFails.fail(addr)
 			return errUnauthorized
 		}
 		noteUser(r.Context(), uid)

@@ -35,6 +35,7 @@ var statusOf = map[string]int{
 	scrapethis.EUnauthorized:     http.StatusUnauthorized,
 	scrapethis.ETooLarge:         http.StatusRequestEntityTooLarge,
 	scrapethis.EUnavailable:      http.StatusServiceUnavailable,
+	scrapethis.ETooManyRequests:  http.StatusTooManyRequests,
 	scrapethis.EMethodNotAllowed: http.StatusMethodNotAllowed,
 	scrapethis.EInternal:         http.StatusInternalServerError,
 }

@@ -69,7 +69,7 @@ func (s *Server) opsRoutes(r routes) {
 		// Basic credentials are sent by the browser on any request, so a
 		// page elsewhere could post to the UI's API: refuse cross-origin
 		// writes.
-		h := http.NewCrossOriginProtection().Handler(adminOnly(user, s.Ops.AdminPassword, s.Ops.Monitoring))
+		h := http.NewCrossOriginProtection().Handler(s.adminOnly(user, s.Ops.AdminPassword, s.Ops.Monitoring))
 		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			r.Handler(m, MonitoringPath, h)
 			r.Handler(m, MonitoringPath+"/*path", h)
@@ -84,15 +84,27 @@ func healthz(w http.ResponseWriter, r *http.Request) {
 
 // adminOnly admits requests carrying the admin's basic credentials. Both
 // are compared in constant time, as digests so that lengths do not leak.
-func adminOnly(user, password string, next http.Handler) http.Handler {
+// Wrong credentials are logged at warn and count toward the address's
+// failed-authentication throttle (a request without any, the browser's
+// first, does not).
+func (s *Server) adminOnly(user, password string, next http.Handler) http.Handler {
 	wantUser := sha256.Sum256([]byte(user))
 	wantPass := sha256.Sum256([]byte(password))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := clientAddr(r)
+		if retry, blocked := s.authFails.blocked(addr); blocked {
+			s.writeError(w, r, errThrottled(w, retry))
+			return
+		}
 		u, p, ok := r.BasicAuth()
 		gotUser := sha256.Sum256([]byte(u))
 		gotPass := sha256.Sum256([]byte(p))
 		match := subtle.ConstantTimeCompare(gotUser[:], wantUser[:]) & subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
 		if !ok || match != 1 {
+			if ok {
+				s.authFails.fail(addr)
+				s.log.Warn("monitoring login failed", "addr", addr)
+			}
 			w.Header().Set("WWW-Authenticate", `Basic realm="ScrapeThis monitoring", charset="UTF-8"`)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: "Unauthorized"})
 			return

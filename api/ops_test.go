@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -189,5 +190,20 @@ func TestMonitoringAuthOnly(t *testing.T) {
 	}
 	if status := send("POST", "/monitoring/api/queues/spiders:pause", "admin", "pw"); status != 200 {
 		t.Errorf("POST with credentials: %d", status)
+	}
+}
+
+// TestMadeUpMethodsShareOneLabel: methods a client invents are counted as
+// "other", so they cannot grow the metrics.
+func TestMadeUpMethodsShareOneLabel(t *testing.T) {
+	t.Parallel()
+	m := metrics.New(prometheus.NewRegistry())
+	b := opsSetup(t, api.Ops{Metrics: m, Prometheus: m.Handler()}, io.Discard)
+	for i := 0; i < 50; i++ {
+		b.do(fmt.Sprintf("MADEUP%d", i), "/api/v1/jobs", "", "")
+	}
+	out := string(b.mustStatus(b.do("GET", "/metrics", "", ""), 200).body)
+	if strings.Contains(out, "MADEUP") || !strings.Contains(out, `method="other"`) {
+		t.Fatalf("made-up methods in the metrics:\n%s", out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"sort"
 	"strings"
@@ -28,9 +29,11 @@ var migrations embed.FS
 // DB is the store. Its methods are safe for concurrent use. Its pool is
 // its own: every statement runs through the methods of this package.
 type DB struct {
-	pool  *sqlx.DB
-	dsn   string
-	stmts sync.Map // query text -> *sqlx.Stmt, see stmt.go
+	pool   *sqlx.DB
+	dsn    string
+	stmts  sync.Map // query text -> *sqlx.Stmt, see stmt.go
+	log    *slog.Logger
+	outage outage
 }
 
 // DefaultMaxConns is the pool size of a store opened without MaxConns.
@@ -39,10 +42,17 @@ const DefaultMaxConns = 20
 // Option changes how Open sets up the store.
 type Option func(*options)
 
-type options struct{ maxConns int }
+type options struct {
+	maxConns int
+	log      *slog.Logger
+}
 
 // MaxConns bounds the store's connections to Postgres (open and idle).
 func MaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
+
+// Logger is where the store says, once each, that Postgres became
+// unreachable and reachable again.
+func Logger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // Open connects to the database at dsn and checks that it answers. The pool
 // is sized here and nowhere else.
@@ -51,7 +61,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	x, err := sqlx.Open("postgres", dsn)
+	x, err := sqlx.Open("postgres", withConnectTimeout(dsn))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -64,11 +74,11 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		x.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &DB{pool: x, dsn: dsn}, nil
+	return &DB{pool: x, dsn: dsn, log: o.log}, nil
 }
 
 // Ping checks that the database answers.
-func (d *DB) Ping(ctx context.Context) error { return d.pool.PingContext(ctx) }
+func (d *DB) Ping(ctx context.Context) error { return d.check(d.pool.PingContext(ctx)) }
 
 // Stats returns the pool's statistics, for metrics.
 func (d *DB) Stats() sql.DBStats { return d.pool.Stats() }
@@ -211,14 +221,14 @@ func (d *DB) Migrate(ctx context.Context) ([]string, error) {
 func (d *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	tx, err := d.pool.BeginTxx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", d.check(err))
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		return err
+		return d.check(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", d.check(err))
 	}
 	return nil
 }

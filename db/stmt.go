@@ -21,7 +21,7 @@ func (d *DB) stmt(ctx context.Context, query string) (*sqlx.Stmt, error) {
 	}
 	s, err := d.pool.PreparexContext(ctx, query)
 	if err != nil {
-		return nil, fmt.Errorf("prepare: %w", err)
+		return nil, fmt.Errorf("prepare: %w", d.check(err))
 	}
 	if prev, loaded := d.stmts.LoadOrStore(query, s); loaded {
 		s.Close()
@@ -36,7 +36,7 @@ func (d *DB) get(ctx context.Context, dest any, query string, args ...any) error
 	if err != nil {
 		return err
 	}
-	return s.GetContext(ctx, dest, args...)
+	return d.check(s.GetContext(ctx, dest, args...))
 }
 
 // sel runs query and scans all rows into dest.
@@ -45,7 +45,7 @@ func (d *DB) sel(ctx context.Context, dest any, query string, args ...any) error
 	if err != nil {
 		return err
 	}
-	return s.SelectContext(ctx, dest, args...)
+	return d.check(s.SelectContext(ctx, dest, args...))
 }
 
 // exec runs query for its effect.
@@ -54,7 +54,8 @@ func (d *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, e
 	if err != nil {
 		return nil, err
 	}
-	return s.ExecContext(ctx, args...)
+	res, err := s.ExecContext(ctx, args...)
+	return res, d.check(err)
 }
 
 // query runs query and returns its rows, for streaming.
@@ -63,7 +64,8 @@ func (d *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, e
 	if err != nil {
 		return nil, err
 	}
-	return s.QueryContext(ctx, args...)
+	rows, err := s.QueryContext(ctx, args...)
+	return rows, d.check(err)
 }
 
 // Close closes the prepared statements and the pool.

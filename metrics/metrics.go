@@ -145,6 +145,7 @@ func (m *Metrics) Handler() http.Handler {
 // RequestServed counts an HTTP request. route is the pattern it matched
 // ("/api/v1/jobs/:id"), never the raw path, so that ids do not become labels.
 func (m *Metrics) RequestServed(method, route string, status int, d time.Duration) {
+	method = knownMethod(method)
 	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 	m.requestDuration.WithLabelValues(method, route).Observe(d.Seconds())
 }
@@ -181,3 +182,14 @@ func (m *Metrics) FiresSkipped(n int) { m.firesSkipped.Add(float64(n)) }
 
 // EnqueueFailed counts a scheduled job not enqueued at once.
 func (m *Metrics) EnqueueFailed() { m.enqueueFailed.Inc() }
+
+// knownMethod is the method label: one of HTTP's own methods, "other" for
+// anything a client made up, so that no client can grow the series.
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}

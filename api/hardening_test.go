@@ -1,0 +1,167 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scrapethis/scrapethis/api"
+	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/tasks"
+)
+
+// TestFailedAuthThrottled: bad keys from one address get 429 with
+// Retry-After once its failures are spent, without a lookup; a key known
+// good keeps working from it.
+func TestFailedAuthThrottled(t *testing.T) {
+	t.Parallel()
+	store := testenv.DB(t)
+	logs := &syncBuffer{}
+	srv := api.New(store, tasks.NewQueuer(testenv.RedisClient(t)), slog.New(slog.NewJSONHandler(logs, nil)))
+	srv.Ops = api.Ops{Monitoring: http.NotFoundHandler(), AdminPassword: "right"}
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan error, 1)
+	go func() { watched <- srv.CacheKeys(ctx) }()
+	defer func() { cancel(); <-watched }()
+	b := &bundle{t: t, db: store, url: testenv.Serve(t, srv)}
+	_, good := b.user("good@example.com")
+	testenv.WaitFor(t, 10*time.Second, "the key cache to go live", srv.KeyCacheLive)
+	b.mustStatus(b.do("GET", "/api/v1/jobs", good, ""), http.StatusOK)
+
+	var codes []int
+	for i := 0; i < api.AuthBurst+5; i++ {
+		r := b.do("GET", "/api/v1/jobs", "st_bad"+strconv.Itoa(i), "")
+		codes = append(codes, r.status)
+		if r.status == http.StatusTooManyRequests {
+			if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Fatalf("429 without a Retry-After: %v", r.header)
+			}
+			if msg := r.errorMessage(t); !strings.Contains(msg, "Too many failed") {
+				t.Fatalf("429 message %q", msg)
+			}
+		}
+	}
+	for i, c := range codes {
+		want := http.StatusUnauthorized
+		if i >= api.AuthBurst {
+			want = http.StatusTooManyRequests
+		}
+		if c != want {
+			t.Fatalf("bad key %d answered %d, want %d (all: %v)", i, c, want, codes)
+		}
+	}
+	// The good key still works from the throttled address.
+	b.mustStatus(b.do("GET", "/api/v1/jobs", good, ""), http.StatusOK)
+	// The monitoring login shares the address's budget, and says so at warn.
+	req, _ := http.NewRequest("GET", b.url+api.MonitoringPath+"/", nil)
+	req.SetBasicAuth("admin", "right")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("monitoring from a throttled address: %d", res.StatusCode)
+	}
+}
+
+// TestMonitoringLoginFailuresLogged: each wrong monitoring password is a
+// warning, and they are throttled too.
+func TestMonitoringLoginFailuresLogged(t *testing.T) {
+	t.Parallel()
+	store := testenv.DB(t)
+	logs := &syncBuffer{}
+	srv := api.New(store, tasks.NewQueuer(testenv.RedisClient(t)), slog.New(slog.NewJSONHandler(logs, nil)))
+	srv.Ops = api.Ops{Monitoring: http.NotFoundHandler(), AdminPassword: "right"}
+	b := &bundle{t: t, db: store, url: testenv.Serve(t, srv)}
+	var last int
+	for i := 0; i < api.AuthBurst+1; i++ {
+		req, _ := http.NewRequest("GET", b.url+api.MonitoringPath+"/", nil)
+		req.SetBasicAuth("admin", "wrong")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		last = res.StatusCode
+	}
+	if last != http.StatusTooManyRequests {
+		t.Fatalf("after %d wrong passwords: %d", api.AuthBurst+1, last)
+	}
+	if n := strings.Count(logs.String(), `"msg":"monitoring login failed"`); n != api.AuthBurst {
+		t.Fatalf("%d warnings for %d wrong passwords:\n%s", n, api.AuthBurst, logs.String())
+	}
+}
+
+// TestPostgresAway: while the database refuses connections, requests get
+// 503 {"error": "Service unavailable"} with Retry-After, the outage is
+// logged once, and its end once; nothing is half-written.
+func TestPostgresAway(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.DatabaseDSN(t)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	store, err := db.Open(context.Background(), dsn, db.Logger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	srv := api.New(store, tasks.NewQueuer(testenv.RedisClient(t)), log)
+	b := &bundle{t: t, db: store, sql: testenv.SQL(t, testenv.DatabaseDSN(t)), url: testenv.Serve(t, srv)}
+	_, key := b.user("outage@example.com")
+	spider := b.spider(key, "s", "s.py")
+	b.mustStatus(b.do("GET", "/api/v1/jobs", key, ""), http.StatusOK)
+
+	u, _ := url.Parse(dsn)
+	name := strings.TrimPrefix(u.Path, "/")
+	admin := b.sql // a connection to another database
+	if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS false`, name)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		for _, req := range [][2]string{{"GET", "/api/v1/jobs"}, {"POST", "/api/v1/jobs"}, {"GET", "/api/v1/spiders/" + spider}, {"GET", "/api/v1/projects"}} {
+			body := ""
+			if req[0] == "POST" {
+				body = `{"spider_id": "` + spider + `"}`
+			}
+			r := b.do(req[0], req[1], key+strconv.Itoa(i%2), body) // uncached keys: a lookup each time
+			if i%2 == 0 {
+				r = b.do(req[0], req[1], key, body)
+			}
+			if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.errorMessage(t) != "Service unavailable" {
+				t.Fatalf("%s %s during the outage: %d %v %s", req[0], req[1], r.status, r.header, r.body)
+			}
+		}
+	}
+	if _, err := admin.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS true`, name)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the API to answer again", func() bool {
+		return b.do("GET", "/api/v1/jobs", key, "").status == http.StatusOK
+	})
+	out := logs.String()
+	if n := strings.Count(out, "database unreachable"); n != 1 {
+		t.Fatalf("outage logged %d times:\n%s", n, out)
+	}
+	if n := strings.Count(out, "database reachable again"); n != 1 {
+		t.Fatalf("recovery logged %d times:\n%s", n, out)
+	}
+	if strings.Contains(out, `"level":"ERROR"`) {
+		t.Fatalf("errors logged during the outage:\n%s", out)
+	}
+	var list []map[string]any
+	b.mustStatus(b.do("GET", "/api/v1/jobs", key, ""), http.StatusOK).json(t, &list)
+	if len(list) != 0 {
+		t.Fatalf("%d jobs created during the outage", len(list))
+	}
+}
