@@ -37,8 +37,9 @@ type Server struct {
 	// CancelWait is how long DELETE of a running job waits for the worker
 	// to stop the spider before answering; the cancel is durable either way.
 	CancelWait time.Duration
-	// LogPoll is how often a followed log is polled.
-	LogPoll time.Duration
+	// ReadTimeout bounds reading a request's body (RequestReadTimeout by
+	// default; uploads get UploadReadTimeout).
+	ReadTimeout time.Duration
 	// ArchiveLimits bound uploaded archives (zero fields: the defaults).
 	ArchiveLimits archive.Limits
 	// MaxMemoryMB is the most memory_mb a job may ask for.
@@ -46,6 +47,7 @@ type Server struct {
 	archives    storage.Store
 	uploads     chan struct{}
 	authFails   *throttle
+	follows     *follower
 	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
 	// set them before calling Handler.
 	Ops Ops
@@ -54,9 +56,10 @@ type Server struct {
 // New returns the API server.
 // Call Close when done with it.
 func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
-	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, LogPoll: 250 * time.Millisecond,
+	s := &Server{db: store, queuer: queuer, log: log, CancelWait: 2 * time.Second, ReadTimeout: RequestReadTimeout,
 		keys: newKeyCache(time.Minute), archives: storage.NewPostgres(store), uploads: make(chan struct{}, MaxConcurrentUploads),
 		authFails:   newThrottle(AuthBurst, AuthRate),
+		follows:     newFollower(store, 250*time.Millisecond),
 		MaxMemoryMB: 4096}
 	// Concurrent key lookups and job inserts share round trips and commits.
 	ctx := context.Background()
@@ -104,6 +107,7 @@ func (s *Server) KeyCacheLive() bool { return s.keys.isLive() }
 func (s *Server) Close() {
 	s.auths.Close()
 	s.creates.Close()
+	s.follows.close()
 }
 
 // Handler returns the route table: every route of the API on one screen.
@@ -150,7 +154,7 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodDelete, "/api/v1/schedules/:id", auth(s.deleteSchedule))
 
 	s.opsRoutes(r)
-	return s.observe(r)
+	return s.observe(s.deadlines(r))
 }
 
 type ctxKey int
@@ -306,4 +310,26 @@ func jsonKind(k string) string {
 		return "an array"
 	}
 	return "of another type"
+}
+
+// Per-request deadlines: a request's headers and body must arrive within
+// RequestReadTimeout (an upload gets UploadReadTimeout for its body) and
+// its answer be written within RequestWriteTimeout; streams extend their
+// write deadline page by page, and a followed log lifts its read deadline.
+// With the server's ReadHeaderTimeout and IdleTimeout, no stalled client
+// holds a connection for long.
+const (
+	RequestReadTimeout  = 30 * time.Second
+	RequestWriteTimeout = 60 * time.Second
+	UploadReadTimeout   = 10 * time.Minute
+)
+
+func (s *Server) deadlines(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		now := time.Now()
+		rc.SetReadDeadline(now.Add(s.ReadTimeout))
+		rc.SetWriteDeadline(now.Add(RequestWriteTimeout))
+		next.ServeHTTP(w, r)
+	})
 }

@@ -3,7 +3,9 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -163,5 +165,130 @@ func TestPostgresAway(t *testing.T) {
 	b.mustStatus(b.do("GET", "/api/v1/jobs", key, ""), http.StatusOK).json(t, &list)
 	if len(list) != 0 {
 		t.Fatalf("%d jobs created during the outage", len(list))
+	}
+}
+
+// TestStalledReadersHoldNoConnection: clients that ask for a big job's
+// items and never read hold no pool connection; another tenant is served.
+func TestStalledReadersHoldNoConnection(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	uid, key := b.user("big@example.com")
+	_, other := b.user("other@example.com")
+	spider := b.spider(key, "big", "big.py")
+	jobID, err := b.db.InsertFinishedJob(ctx, uid, spider)
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := `{"blob":"` + strings.Repeat("x", 2000) + `"}`
+	items := make([]string, 20000) // about 40 MB
+	for i := range items {
+		items[i] = item
+	}
+	if err := b.db.CopyItems(ctx, jobID, 0, items); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(b.url)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 30; i++ { // more than the pool's 20 connections
+		c, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "GET /api/v1/jobs/%s/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", jobID, key)
+	}
+	testenv.WaitFor(t, 20*time.Second, "the stalled streams to release their connections", func() bool {
+		return b.db.Stats().InUse <= 1
+	})
+	b.mustStatus(b.do("GET", "/api/v1/jobs", other, ""), http.StatusOK)
+	b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items", other, ""), http.StatusNotFound)
+}
+
+// TestFollowCap: a user may follow only so many logs at once; the rest
+// answer 429, and closing one frees its place.
+func TestFollowCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	uid, key := b.user("follower@example.com")
+	spider := b.spider(key, "f", "f.py")
+	j, err := b.db.CreateJob(ctx, newJob(uid, spider))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []io.ReadCloser
+	defer func() {
+		for _, rc := range bodies {
+			rc.Close()
+		}
+	}()
+	follow := func() *http.Response {
+		req, _ := http.NewRequest("GET", b.url+"/api/v1/jobs/"+j.ID+"/logs?follow=1", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i := 0; i < api.MaxFollowsPerUser; i++ {
+		res := follow()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("follow %d: %d", i, res.StatusCode)
+		}
+		bodies = append(bodies, res.Body)
+	}
+	res := follow()
+	res.Body.Close()
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("follow over the cap: %d", res.StatusCode)
+	}
+	bodies[0].Close()
+	testenv.WaitFor(t, 10*time.Second, "a closed follow to free its place", func() bool {
+		res := follow()
+		if res.StatusCode == http.StatusOK {
+			bodies = append(bodies, res.Body)
+			return true
+		}
+		res.Body.Close()
+		return false
+	})
+}
+
+// TestStalledBodiesCutOff: a body that never comes (a short
+// Content-Length, a chunked body never ended) is cut off at the read
+// deadline rather than held.
+func TestStalledBodiesCutOff(t *testing.T) {
+	t.Parallel()
+	store := testenv.DB(t)
+	srv := api.New(store, tasks.NewQueuer(testenv.RedisClient(t)), discard())
+	srv.ReadTimeout = 300 * time.Millisecond
+	b := &bundle{t: t, db: store, url: testenv.Serve(t, srv)}
+	_, key := b.user("slow@example.com")
+	u, _ := url.Parse(b.url)
+	for _, head := range []string{
+		"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"spider",
+		"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key + "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"spi\r\n",
+	} {
+		c, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, head)
+		// The server answers (an error) and closes; a test bound, not a
+		// timing assertion: without a deadline this read never ends.
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		out, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("connection not closed by the server: %v (read %q)", err, out)
+		}
 	}
 }

@@ -51,6 +51,10 @@ func (s *Server) uploadVersion(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("wait for an upload slot: %w", ctx.Err())
 	}
 	limit := s.limits().MaxArchiveBytes
+	// A big archive on a slow link takes longer than a request may.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(UploadReadTimeout))
+	rc.SetWriteDeadline(time.Now().Add(UploadReadTimeout + RequestWriteTimeout))
 	if r.ContentLength > limit {
 		return errTooLarge(limit)
 	}

@@ -465,6 +465,48 @@ func (d *DB) EachItem(ctx context.Context, jobID string, fn func(data []byte) er
 	return rows.Err()
 }
 
+// Item is one stored item of a job.
+type Item struct {
+	Seq  int64  `db:"seq"`
+	Data []byte `db:"data"`
+}
+
+// ItemPage returns the job's items after seq afterSeq, in scrape order: at
+// most maxRows, and no more than about maxBytes (always at least one item),
+// so that a stream holds a connection only while it reads a page and
+// holds a bounded page in memory while its client reads.
+func (d *DB) ItemPage(ctx context.Context, jobID string, afterSeq int64, maxRows int, maxBytes int64) ([]Item, error) {
+	var out []Item
+	err := d.sel(ctx, &out, `SELECT seq, data FROM (
+			SELECT seq, data, sum(octet_length(data::text)) OVER (ORDER BY seq) - octet_length(data::text) AS before
+			FROM (SELECT seq, data FROM job_items WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) p
+		) t WHERE before < $4 ORDER BY seq`, jobID, afterSeq, maxRows, maxBytes)
+	if err != nil {
+		return nil, fmt.Errorf("read items: %w", err)
+	}
+	return out, nil
+}
+
+// LogHead is how far a job's log goes, and whether the job is final.
+type LogHead struct {
+	JobID  string `db:"id"`
+	Status string `db:"status"`
+	Last   int64  `db:"last"`
+}
+
+// LogHeads returns the heads of many jobs' logs in one query: what a
+// shared follower polls for every followed log at once.
+func (d *DB) LogHeads(ctx context.Context, jobIDs []string) ([]LogHead, error) {
+	var out []LogHead
+	err := d.sel(ctx, &out, `SELECT j.id, j.status,
+			COALESCE((SELECT max(l.seq) FROM job_logs l WHERE l.job_id = j.id), -1) AS last
+		FROM jobs j WHERE j.id = ANY($1)`, pq.Array(jobIDs))
+	if err != nil {
+		return nil, fmt.Errorf("log heads: %w", err)
+	}
+	return out, nil
+}
+
 // LogLine is one line of a job's log.
 type LogLine struct {
 	Seq  int64  `db:"seq"`

@@ -224,7 +224,45 @@ func serveHTTP(ctx context.Context, log *slog.Logger, addr string, h http.Handle
 	return serveListener(ctx, log, ln, h)
 }
 
+// MaxConns bounds the connections one HTTP server holds open at once;
+// past it, new ones wait in the kernel's backlog rather than exhausting
+// file descriptors.
+const MaxConns = 8192
+
+// limitListener is a listener that holds at most n connections open.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func limitConns(ln net.Listener, n int) net.Listener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, n)}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
 func serveListener(ctx context.Context, log *slog.Logger, ln net.Listener, h http.Handler) error {
+	ln = limitConns(ln, MaxConns)
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
