@@ -120,6 +120,7 @@ func Load(getenv func(string) string) (Config, error) {
 	w.LostAfter = p.duration("SCRAPETHIS_WORKER_LOST_AFTER", w.LostAfter)
 	w.ScrapyLogLevel = p.str("SCRAPETHIS_SCRAPY_LOG_LEVEL", w.ScrapyLogLevel)
 	w.Python = p.str("SCRAPETHIS_PYTHON", w.Python)
+	w.JobItemMaxMB = p.integer("SCRAPETHIS_JOB_ITEMS_MAX_MB", w.JobItemMaxMB, 1, 1<<30)
 	w.CacheDir = p.str("SCRAPETHIS_CACHE_DIR", w.CacheDir)
 	w.CacheMaxMB = p.integer("SCRAPETHIS_CACHE_MAX_MB", w.CacheMaxMB, 16, 1<<24)
 	if v := p.str("SCRAPETHIS_SPIDER_GUARD", ""); v == "off" || v == "false" {

@@ -29,6 +29,7 @@ type Worker struct {
 	LostAfter         time.Duration // a worker silent this long is dead: its jobs are reaped
 	ControlPoll       time.Duration // how often running jobs' rows are checked for cancels
 	Reconcile         time.Duration // how often pending jobs are checked against Redis
+	JobItemMaxMB      int           // all of one job's items; past it, items are dropped (and counted in its stats)
 	ItemBatch         int
 	ItemFlush         time.Duration
 	LogFlush          time.Duration
@@ -49,6 +50,7 @@ func DefaultWorker() Worker {
 		LostAfter:         15 * time.Second,
 		ControlPoll:       time.Second,
 		Reconcile:         5 * time.Second,
+		JobItemMaxMB:      10240,
 		ItemBatch:         5000,
 		ItemFlush:         100 * time.Millisecond,
 		LogFlush:          100 * time.Millisecond,

@@ -161,3 +161,52 @@ func TestPostgresOutageLosesNoItem(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeOutputBoundedMemory: four spiders at once, each printing items
+// of 7 MiB, keep a worker process's peak RSS under the documented bound;
+// every item is stored.
+func TestHugeOutputBoundedMemory(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const items = 25 // 175 MiB a spider, 700 MiB in all
+	id := b.script("huge.sh", fmt.Sprintf(`#!/bin/sh
+i=0
+while [ $i -lt %d ]; do
+  i=$((i+1))
+  printf '{"i":%%d,"blob":"' $i
+  head -c 7340032 /dev/zero | tr '\0' 'a'
+  printf '"}\n'
+done
+`, items))
+	child := b.childWorkerProcess()
+	var jobs []string
+	for i := 0; i < 4; i++ {
+		jobs = append(jobs, b.start(id, `{}`, nil))
+	}
+	for _, j := range jobs {
+		b.waitFor("job "+j+" to finish", 5*time.Minute, func() bool {
+			st := b.job(j).Status
+			if st.Final() && st != scrapethis.StatusFinished {
+				t.Fatalf("job %s ended %s: %s", j, st, b.logs(j))
+			}
+			return st == scrapethis.StatusFinished
+		})
+		if n := b.job(j).ItemsScraped; n != items {
+			t.Fatalf("job %s stored %d items, want %d", j, n, items)
+		}
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peakKB int64
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:")), "%d", &peakKB)
+		}
+	}
+	t.Logf("worker peak RSS %d MiB for 4 x %d MiB of output (bound %d MiB)", peakKB>>10, items*7, worker.MaxWorkerRSSMB)
+	if peakKB == 0 || peakKB>>10 > worker.MaxWorkerRSSMB {
+		t.Fatalf("worker peak RSS %d MiB, over the bound of %d MiB", peakKB>>10, worker.MaxWorkerRSSMB)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -19,68 +20,123 @@ import (
 // dropped (items) or cut (logs), with a warning in the job's log.
 const MaxLineBytes = 8 << 20
 
-// batcher collects values from in and writes them in batches of at most
-// max, or after delay since the batch's first value, retrying a failed
-// write with backoff until it succeeds, the write says stop (ErrNotOwner),
-// or ctx ends. While a write is retried the channel fills and the producer
-// blocks: a spider's pipe then fills and the spider waits. Nothing is lost.
-type batcher[T any] struct {
-	in    chan T
-	max   int
-	delay time.Duration
-	write func(ctx context.Context, first int64, batch []T) error
-	next  int64
-	log   *slog.Logger
-	what  string
+// MemoryLimit is the soft memory limit (GOMEMLIMIT) a worker process of
+// cfg should run under: a base for the runtime, the pools and the caches,
+// and per spider slot twice its item and log batches plus a line being
+// read. Under it the runtime collects and returns memory to the OS sooner,
+// so a burst of output does not leave the worker's RSS high.
+func MemoryLimit(cfg Config) int64 {
+	perSlot := int64(2*itemBatchBytes + 2*logBatchBytes + 2*MaxLineBytes)
+	return 192<<20 + int64(cfg.Concurrency)*perSlot
 }
 
-func newBatcher[T any](max int, delay time.Duration, first int64, log *slog.Logger, what string,
-	write func(ctx context.Context, first int64, batch []T) error) *batcher[T] {
-	// The channel holds a whole batch, so that the reader goes on while a
-	// batch is written; the batch itself grows only as far as a job's
-	// output needs (most jobs print little).
-	return &batcher[T]{in: make(chan T, max), max: max, delay: delay, write: write, next: first, log: log, what: what}
+// MaxWorkerRSSMB is the documented bound on a worker's resident memory at
+// the default concurrency (4), whatever its spiders print.
+const MaxWorkerRSSMB = 512
+
+// Batches of a job's output are bounded in bytes as well as lines; with
+// their queues, a job holds at most twice this in the worker's memory.
+const (
+	itemBatchBytes = 8 << 20
+	logBatchBytes  = 1 << 20
+)
+
+// batcher collects lines given to put and writes them in batches of at
+// most max lines or maxBytes bytes, or after delay since the batch's first
+// line, retrying a failed write with backoff until it succeeds, the write
+// says stop (ErrNotOwner), or ctx ends. The lines queued and batched are
+// bounded in bytes too (2 x maxBytes, or one line larger than that): put
+// blocks past it, as it does while a write is retried; a spider's pipe then
+// fills and the spider waits. Nothing is lost, and a worker's memory stays
+// bounded however much its spiders print.
+type batcher struct {
+	in       chan string
+	max      int
+	maxBytes int
+	delay    time.Duration
+	write    func(ctx context.Context, first int64, batch []string) error
+	next     int64
+	log      *slog.Logger
+	what     string
+
+	mu       sync.Mutex
+	drained  *sync.Cond
+	inflight int // bytes put and not yet written (or dropped)
 }
 
-// run drains in until it is closed, then writes what is left.
-func (b *batcher[T]) run(ctx context.Context) error {
-	var batch []T
+func newBatcher(max, maxBytes int, delay time.Duration, first int64, log *slog.Logger, what string,
+	write func(ctx context.Context, first int64, batch []string) error) *batcher {
+	b := &batcher{in: make(chan string, max), max: max, maxBytes: maxBytes, delay: delay, write: write, next: first, log: log, what: what}
+	b.drained = sync.NewCond(&b.mu)
+	return b
+}
+
+// put queues a line, waiting while too many bytes are queued already.
+func (b *batcher) put(s string) {
+	b.mu.Lock()
+	for b.inflight > 0 && b.inflight+len(s) > 2*b.maxBytes {
+		b.drained.Wait()
+	}
+	b.inflight += len(s)
+	b.mu.Unlock()
+	b.in <- s
+}
+
+// close says nothing more will be put.
+func (b *batcher) close() { close(b.in) }
+
+func (b *batcher) release(n int) {
+	b.mu.Lock()
+	b.inflight -= n
+	b.mu.Unlock()
+	b.drained.Broadcast()
+}
+
+// run drains in until it is closed, then writes what is left. After a
+// write fails for good it keeps draining (and drops) what is put, so that
+// no producer waits forever, and returns that first error at the end.
+func (b *batcher) run(ctx context.Context) error {
+	var batch []string
+	size := 0
+	var failed error
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	flush := func() error {
+	flush := func() {
 		if len(batch) == 0 {
-			return nil
+			return
 		}
-		err := b.writeRetry(ctx, batch)
+		if failed == nil {
+			failed = b.writeRetry(ctx, batch)
+		}
 		b.next += int64(len(batch))
+		clear(batch)
 		batch = batch[:0]
-		return err
+		b.release(size)
+		size = 0
 	}
 	for {
 		select {
 		case v, ok := <-b.in:
 			if !ok {
-				return flush()
+				flush()
+				return failed
 			}
 			if len(batch) == 0 {
 				timer.Reset(b.delay)
 			}
 			batch = append(batch, v)
-			if len(batch) >= b.max {
+			size += len(v)
+			if len(batch) >= b.max || size >= b.maxBytes {
 				timer.Stop()
-				if err := flush(); err != nil {
-					return err
-				}
+				flush()
 			}
 		case <-timer.C:
-			if err := flush(); err != nil {
-				return err
-			}
+			flush()
 		}
 	}
 }
 
-func (b *batcher[T]) writeRetry(ctx context.Context, batch []T) error {
+func (b *batcher) writeRetry(ctx context.Context, batch []string) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := b.write(ctx, b.next, batch)

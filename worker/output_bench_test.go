@@ -127,7 +127,7 @@ func BenchmarkItemPath(b *testing.B) {
 			b.SetBytes(int64(len(input)))
 			stored := 0
 			for b.Loop() {
-				items := newBatcher(batch, 100*time.Millisecond, 0, log, "items", func(ctx context.Context, first int64, batch []string) error {
+				items := newBatcher(batch, itemBatchBytes, 100*time.Millisecond, 0, log, "items", func(ctx context.Context, first int64, batch []string) error {
 					stored += len(batch)
 					return nil
 				})
@@ -135,10 +135,10 @@ func BenchmarkItemPath(b *testing.B) {
 				go func() { done <- items.run(context.Background()) }()
 				err := readLines(bytes.NewReader(input), func(line []byte, truncated bool) {
 					if item, ok := parseItem(line); ok {
-						items.in <- item
+						items.put(item)
 					}
 				})
-				close(items.in)
+				items.close()
 				if err := <-done; err != nil {
 					b.Fatal(err)
 				}

@@ -93,17 +93,17 @@ func (r *run) execute() {
 			return
 		}
 	}
-	logs := newBatcher(1000, cfg.LogFlush, logSeq, r.log, "log lines", func(ctx context.Context, first int64, b []string) error {
+	logs := newBatcher(1000, logBatchBytes, cfg.LogFlush, logSeq, r.log, "log lines", func(ctx context.Context, first int64, b []string) error {
 		return r.w.db.AppendLogs(ctx, r.job.ID, first, b)
 	})
 	logsDone := make(chan error, 1)
 	go func() { logsDone <- logs.run(ctx) }()
 	sysLog := func(format string, args ...any) {
-		logs.in <- "[scrapethis] " + fmt.Sprintf(format, args...)
+		logs.put("[scrapethis] " + fmt.Sprintf(format, args...))
 	}
 
-	out, itemsErr := r.spawn(ctx, sysLog, logs.in)
-	close(logs.in)
+	out, itemsErr := r.spawn(ctx, sysLog, logs.put)
+	logs.close()
 	if err := <-logsDone; err != nil && !errors.Is(err, db.ErrNotOwner) {
 		r.log.Error("job log not fully stored", "err", err)
 	}
@@ -116,7 +116,7 @@ func (r *run) execute() {
 
 // spawn starts the spider and feeds its output to the stores until the
 // process group is gone. It returns the outcome and any item store error.
-func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan<- string) (outcome, error) {
+func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut func(string)) (outcome, error) {
 	cfg := r.w.cfg
 	fail := func(format string, args ...any) (outcome, error) {
 		msg := fmt.Sprintf(format, args...)
@@ -195,7 +195,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	}
 	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts, "sandboxed", l.Enabled())
 
-	items := newBatcher(cfg.ItemBatch, cfg.ItemFlush, 0, r.log, "items", func(ctx context.Context, first int64, b []string) error {
+	items := newBatcher(cfg.ItemBatch, itemBatchBytes, cfg.ItemFlush, 0, r.log, "items", func(ctx context.Context, first int64, b []string) error {
 		err := r.w.db.AppendItems(ctx, r.job.ID, r.w.id, first, b)
 		if err == nil {
 			r.w.metrics.ItemsStored(len(b))
@@ -208,6 +208,10 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 	stats := newStatsWriter(r)
 	statsDone := make(chan struct{})
 	go func() { defer close(statsDone); stats.run(ctx) }()
+	// Only the stdout reader touches these; they are read once it is done.
+	var drops dropCounts
+	var itemBytes int64
+	maxItemBytes := int64(cfg.JobItemMaxMB) << 20
 	readers := sync.WaitGroup{}
 	readers.Add(2)
 	go func() {
@@ -216,13 +220,21 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 		readLines(outR, func(line []byte, truncated bool) {
 			n++
 			if truncated {
-				logIn <- fmt.Sprintf("[scrapethis] warning: stdout line %d is longer than %d bytes; not stored", n, MaxLineBytes)
+				drops.tooLong++
+				logPut(fmt.Sprintf("[scrapethis] warning: stdout line %d is longer than %d bytes; not stored", n, MaxLineBytes))
 				return
 			}
 			if item, ok := parseItem(line); ok {
-				items.in <- item
+				if itemBytes += int64(len(item)); maxItemBytes > 0 && itemBytes > maxItemBytes {
+					if drops.overCap++; drops.overCap == 1 {
+						logPut(fmt.Sprintf("[scrapethis] warning: the job's items passed its limit of %d MiB; further items are not stored", maxItemBytes>>20))
+					}
+					return
+				}
+				items.put(item)
 			} else if len(line) > 0 {
-				logIn <- logLine(fmt.Appendf(nil, "[scrapethis] warning: stdout line %d is not a JSON object; not counted: %.200s", n, line))
+				drops.notItems++
+				logPut(logLine(fmt.Appendf(nil, "[scrapethis] warning: stdout line %d is not a JSON object; not counted: %.200s", n, line)))
 			}
 		})
 	}()
@@ -233,7 +245,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logIn chan
 				stats.set(st)
 				return
 			}
-			logIn <- logLine(line)
+			logPut(logLine(line))
 		})
 	}()
 
@@ -291,8 +303,9 @@ wait:
 	}
 	outR.Close()
 	errR.Close()
-	close(items.in)
+	items.close()
 	itemsErr := <-itemsDone
+	stats.noteDrops(drops)
 	stats.close()
 	<-statsDone
 	if itemsErr != nil && !errors.Is(itemsErr, db.ErrNotOwner) {

@@ -35,6 +35,40 @@ func (s *statsWriter) set(st json.RawMessage) {
 	s.mu.Unlock()
 }
 
+// dropCounts are stdout lines a job printed that were not stored.
+type dropCounts struct {
+	tooLong  int // longer than MaxLineBytes
+	overCap  int // past the job's item bytes limit
+	notItems int // not a JSON object
+}
+
+// noteDrops adds the job's dropped lines to its stats, under our own
+// prefix beside Scrapy's names, so that a job that lost output says so
+// where clients look (for executables, stats are then no longer null).
+func (s *statsWriter) noteDrops(d dropCounts) {
+	if d == (dropCounts{}) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]any{}
+	if s.latest != nil {
+		json.Unmarshal(s.latest, &m)
+	}
+	for k, v := range map[string]int{
+		"scrapethis/items_dropped_too_long":   d.tooLong,
+		"scrapethis/items_dropped_over_limit": d.overCap,
+		"scrapethis/stdout_lines_not_items":   d.notItems,
+	} {
+		if v > 0 {
+			m[k] = v
+		}
+	}
+	if b, err := json.Marshal(m); err == nil {
+		s.latest = b
+	}
+}
+
 // finishReason is Scrapy's finish_reason in the newest stats, "" if none.
 func (s *statsWriter) finishReason() string {
 	s.mu.Lock()

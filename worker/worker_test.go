@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,7 @@ func childWorker(dsn string) int {
 	opt, _ := redis.ParseURL(os.Getenv("WORKER_CHILD_REDIS"))
 	rdb := redis.NewClient(opt)
 	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
+	debug.SetMemoryLimit(worker.MemoryLimit(cfg))
 	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -183,8 +184,10 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	// A worker serves no API: only its metrics and probes, on their own
 	// address, never SCRAPETHIS_HTTP_ADDR.
 	m := newMetrics(d)
+	cfg := workerConfig(d.cfg)
+	setMemoryLimit(d.log, getenv, worker.MemoryLimit(cfg))
 	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR",
-		worker.New(workerConfig(d.cfg), d.db, d.rdb, d.log, m).Run)
+		worker.New(cfg, d.db, d.rdb, d.log, m).Run)
 }
 
 // cmdScheduler fires schedules until ctx ends. It serves only its metrics
@@ -309,6 +312,16 @@ func group(ctx context.Context, fns ...func(context.Context) error) error {
 		}
 	}
 	return first
+}
+
+// setMemoryLimit sets the process's soft memory limit, unless the operator
+// set GOMEMLIMIT.
+func setMemoryLimit(log *slog.Logger, getenv func(string) string, limit int64) {
+	if getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(limit)
+	log.Debug("soft memory limit set", "mib", limit>>20)
 }
 
 // newAPIServer is the API server with the operator's limits.
