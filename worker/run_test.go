@@ -341,3 +341,44 @@ printf '{"ok":2}\n'
 		t.Fatalf("log:\n%q", logs)
 	}
 }
+
+// TestDroppedLinesAreVisible: a line too long to store and a line that is
+// not an item leave the job finished, but its stats say what was dropped.
+func TestDroppedLinesAreVisible(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.script("dropper.sh", `#!/bin/sh
+echo '{"ok":1}'
+printf '{"huge":"'; head -c 9000000 /dev/zero | tr '\0' 'a'; printf '"}\n'
+echo 'not an item'
+echo '{"ok":2}'
+`)
+	b.startWorker(nil)
+	j := b.waitStatus(b.start(id, `{}`, nil), scrapethis.StatusFinished)
+	var st map[string]float64
+	if err := json.Unmarshal(j.Stats, &st); err != nil {
+		t.Fatalf("stats %q: %v", j.Stats, err)
+	}
+	if j.ItemsScraped != 2 || st["scrapethis/items_dropped_too_long"] != 1 || st["scrapethis/stdout_lines_not_items"] != 1 {
+		t.Fatalf("items %d, stats %s", j.ItemsScraped, j.Stats)
+	}
+}
+
+// TestJobItemLimit: past the job's item bytes limit, items are dropped and
+// counted, and the log says so once.
+func TestJobItemLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.script("many.sh", `#!/bin/sh
+i=0
+while [ $i -lt 3 ]; do i=$((i+1)); printf '{"blob":"'; head -c 600000 /dev/zero | tr '\0' 'a'; printf '"}\n'; done
+`)
+	b.startWorker(func(c *worker.Config) { c.JobItemMaxMB = 1 })
+	jobID := b.start(id, `{}`, nil)
+	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	var st map[string]float64
+	json.Unmarshal(j.Stats, &st)
+	if j.ItemsScraped != 1 || st["scrapethis/items_dropped_over_limit"] != 2 || strings.Count(b.logs(jobID), "passed its limit of 1 MiB") != 1 {
+		t.Fatalf("items %d, stats %s, log:\n%s", j.ItemsScraped, j.Stats, b.logs(jobID))
+	}
+}
