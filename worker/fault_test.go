@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/internal/testenv"
 	"github.com/scrapethis/scrapethis/worker"
@@ -209,4 +211,63 @@ done
 	if peakKB == 0 || peakKB>>10 > worker.MaxWorkerRSSMB {
 		t.Fatalf("worker peak RSS %d MiB, over the bound of %d MiB", peakKB>>10, worker.MaxWorkerRSSMB)
 	}
+}
+
+// TestStartFailuresAreRetried: a worker short of file descriptors hands
+// back the jobs it cannot start and runs them later; none ends in error.
+func TestStartFailuresAreRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.script("quick.sh", "#!/bin/sh\necho '{\"ok\":1}'\nsleep 0.2\n")
+	child := b.childWorkerProcess()
+	warm := b.start(id, `{}`, nil)
+	b.waitStatus(warm, scrapethis.StatusFinished)
+	// Leave the worker a few descriptors over what it holds idle: one
+	// spider's pipes fit, four at once do not.
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old unix.Rlimit
+	if err := unix.Prlimit(child.Process.Pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := &unix.Rlimit{Cur: uint64(len(fds) + 8), Max: old.Max}
+	if err := unix.Prlimit(child.Process.Pid, unix.RLIMIT_NOFILE, lim, nil); err != nil {
+		t.Skipf("cannot lower the child's file limit: %v", err)
+	}
+	var jobs []string
+	for i := 0; i < 12; i++ {
+		jobs = append(jobs, b.start(id, `{}`, nil))
+	}
+	// The shortage passes: once a job has been handed back, the limit is
+	// restored, and every job must then finish.
+	b.waitFor("a job to be handed back", time.Minute, func() bool {
+		for _, j := range jobs {
+			if strings.Contains(b.logs(j), "handed back and tried again") {
+				return true
+			}
+		}
+		return false
+	})
+	if err := unix.Prlimit(child.Process.Pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+		t.Fatal(err)
+	}
+	retried := 0
+	for _, j := range jobs {
+		b.waitFor("job "+j, 3*time.Minute, func() bool {
+			st := b.job(j).Status
+			if st.Final() && st != scrapethis.StatusFinished {
+				t.Fatalf("job %s ended %s (%s):\n%s", j, st, deref(b.job(j).Error), b.logs(j))
+			}
+			return st == scrapethis.StatusFinished
+		})
+		if strings.Contains(b.logs(j), "handed back and tried again") {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no job hit the file limit: the test did not test anything")
+	}
+	t.Logf("%d of %d jobs were handed back at least once", retried, len(jobs))
 }

@@ -36,6 +36,15 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 	}
 }
 
+// started counts the worker's start as its last failure to reach
+// Postgres: a fresh worker judges no other until its own connection has
+// been healthy for LostAfter.
+func (w *Worker) started(now time.Time) {
+	w.healthMu.Lock()
+	defer w.healthMu.Unlock()
+	w.lastBeatError = now
+}
+
 func (w *Worker) beat(err error) {
 	w.healthMu.Lock()
 	defer w.healthMu.Unlock()

@@ -40,6 +40,9 @@ type run struct {
 	mode stopMode
 	// stopAt is when the stop was asked, for the cancel-latency metric.
 	stopAt time.Time
+	// retryStart: the job was handed back after a transient start failure;
+	// the task fails so that asynq delivers it again after a backoff.
+	retryStart bool
 }
 
 func newRun(w *Worker, job scrapethis.Job) *run {
@@ -74,6 +77,16 @@ func (r *run) stopMode() stopMode {
 type outcome struct {
 	status scrapethis.Status
 	reason *string
+	retry  bool // handed back after a transient start failure: asynq tries it again
+}
+
+// maxStartAttempts bounds the tries of a job whose start keeps failing.
+const maxStartAttempts = 5
+
+// transientStart reports whether a start failed for a passing reason.
+func transientStart(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.EAGAIN) ||
+		errors.Is(err, syscall.ENOMEM) || scrapethis.ErrorCode(err) == scrapethis.EUnavailable
 }
 
 func reason(s string) *string { return &s }
@@ -112,6 +125,7 @@ func (r *run) execute() {
 		return
 	}
 	r.finish(ctx, out)
+	r.retryStart = out.retry
 }
 
 // spawn starts the spider and feeds its output to the stores until the
@@ -123,12 +137,26 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 		sysLog("%s", msg)
 		return outcome{status: scrapethis.StatusError, reason: reason(msg)}, nil
 	}
+	// A start that failed for want of a resource of the machine's (file
+	// descriptors, processes, memory) or of the platform's (Postgres away
+	// while a version is fetched) is handed back and tried again, a few
+	// times, rather than failing the job for good.
+	startFailed := func(err error) (outcome, error) {
+		if transientStart(err) && r.job.Attempts < maxStartAttempts {
+			sysLog("start failed: %v; the job is handed back and tried again (attempt %d of %d)", err, r.job.Attempts, maxStartAttempts)
+			return outcome{status: scrapethis.StatusPending, retry: true}, nil
+		}
+		return fail("start failed: %v", err)
+	}
 	args, err := spiderArgs(r.job.Arguments)
 	if err != nil {
 		return fail("%v", err)
 	}
 	code, err := r.code(ctx, sysLog)
 	if err != nil {
+		if transientStart(err) {
+			return startFailed(err)
+		}
 		return fail("%v", err)
 	}
 	// The version stays in the cache, never evicted, until the spider is gone.
@@ -151,19 +179,19 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	path := argv[0]
 	if !filepath.IsAbs(path) {
 		if path, err = exec.LookPath(argv[0]); err != nil {
-			return fail("start failed: %v", err)
+			return startFailed(err)
 		}
 	}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return fail("start failed: %v", err)
+		return startFailed(err)
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return fail("start failed: %v", err)
+		return startFailed(err)
 	}
 	// The launcher starts it in its own process group (sandboxed, behind
 	// the sandbox's init), with a SIGKILL if the worker dies (the guard
@@ -180,7 +208,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return fail("start failed: %v", err)
+		return startFailed(err)
 	}
 	pgid := proc.Pid()
 	r.w.guard.add(pgid)

@@ -150,6 +150,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("register worker: %w", err)
 	}
 	w.beat(nil)
+	w.started(time.Now())
 	g, err := startGuard(w.cfg.Guard)
 	if err != nil {
 		return err
@@ -357,6 +358,9 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 	}()
 	select {
 	case <-done:
+		if r.retryStart {
+			return fmt.Errorf("job %s handed back after a failed start; to be tried again", job.ID)
+		}
 		return nil
 	case <-taskCtx.Done():
 	}
