@@ -4,7 +4,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -o /out/scrapethis ./cmd/scrapethis
+RUN CGO_ENABLED=0 go build -o /out/scrapethis ./cmd/scrapethis \
+ && CGO_ENABLED=0 go build -ldflags='-s -w' -o /out/scrapethis-init ./cmd/scrapethis-init
 
 FROM debian:bookworm-slim
 # Scrapy for *.py spiders and Scrapy projects; python3-venv and pip for a
@@ -14,7 +15,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-scrapy python3-venv python3-pip ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /home/scrapethis scrapethis
-COPY --from=build /out/scrapethis /usr/local/bin/
+# scrapethis-init beside scrapethis: the spider sandbox's small init.
+COPY --from=build /out/scrapethis /out/scrapethis-init /usr/local/bin/
 COPY spiders /srv/spiders
 # The demo Scrapy project that `scrapethis dev` deploys on its first start.
 COPY demo /srv/demo

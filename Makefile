@@ -8,8 +8,9 @@ BIN := bin/scrapethis
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/scrapethis (always asks go build: its cache knows better than file dates)
+build: ## build bin/scrapethis and its sandbox init bin/scrapethis-init (always asks go build: its cache knows better than file dates)
 	go build -o $(BIN) ./cmd/scrapethis
+	CGO_ENABLED=0 go build -ldflags='-s -w' -o bin/scrapethis-init ./cmd/scrapethis-init
 
 services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
 	@scripts/services.sh

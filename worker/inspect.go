@@ -156,7 +156,7 @@ func (w *Worker) capture(ctx context.Context, name string, mounts []sandbox.Moun
 		outW.Close()
 		return nil, nil, res, err
 	}
-	proc, err := l.Start(policy, sandbox.Command{Path: argv[0], Args: argv, Env: spiderEnv(name, "", l.Enabled()), Stdout: outW, Stderr: errW})
+	proc, err := w.start(policy, sandbox.Command{Path: argv[0], Args: argv, Env: spiderEnv(name, "", l.Enabled()), Stdout: outW, Stderr: errW})
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -180,7 +180,7 @@ func (w *Worker) capture(ctx context.Context, name string, mounts []sandbox.Moun
 		readers <- struct{}{}
 	}()
 	exited := make(chan sandbox.Result, 1)
-	go func() { exited <- proc.Wait() }()
+	go func() { exited <- w.wait(proc) }()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	timedOut := false
@@ -196,6 +196,7 @@ func (w *Worker) capture(ctx context.Context, name string, mounts []sandbox.Moun
 	}
 	if !proc.Sandboxed() {
 		signalGroup(pgid, syscall.SIGKILL)
+		w.reaper.reapGroup(pgid)
 	}
 	// Every writer is gone with the process tree: the readers reach the
 	// end of what it wrote. One that does not (a process escaped the group)

@@ -196,7 +196,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	// The launcher starts it in its own process group (sandboxed, behind
 	// the sandbox's init), with a SIGKILL if the worker dies (the guard
 	// takes care of the rest of the group).
-	proc, err := l.Start(policy, sandbox.Command{
+	proc, err := r.w.start(policy, sandbox.Command{
 		Path:   path,
 		Args:   argv,
 		Env:    spiderEnv(r.job.ID, r.job.SpiderName, l.Enabled()),
@@ -278,7 +278,7 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	}()
 
 	exited := make(chan sandbox.Result, 1)
-	go func() { exited <- proc.Wait() }()
+	go func() { exited <- r.w.wait(proc) }()
 
 	var timeout <-chan time.Time
 	if limit := r.timeout(); limit > 0 {
@@ -314,7 +314,9 @@ wait:
 	// sandbox is gone with its init: the kernel has killed the rest.
 	if !proc.Sandboxed() {
 		signalGroup(pgid, syscall.SIGKILL)
-		r.awaitGroupGone(pgid)
+		if !r.awaitGroupGone(pgid) {
+			sysLog("processes of the spider's group outlived it by 1s, even after SIGKILL")
+		}
 	}
 	if r.stopMode() == stopCancel {
 		r.w.metrics.Cancelled(time.Since(r.stopAt))
@@ -364,11 +366,19 @@ func (r *run) timeout() time.Duration {
 	return r.w.cfg.DefaultTimeout
 }
 
-// awaitGroupGone waits briefly until no process of the group is left.
-func (r *run) awaitGroupGone(pgid int) {
-	for i := 0; i < 200 && groupAlive(pgid); i++ {
+// awaitGroupGone waits briefly until no process of the group is left,
+// reaping the group's processes the worker adopted (their zombies would
+// keep the group alive): with the SIGKILL just sent, that takes
+// milliseconds. It reports whether the group is gone.
+func (r *run) awaitGroupGone(pgid int) bool {
+	for i := 0; i < 200; i++ {
+		r.w.reaper.reapGroup(pgid)
+		if !groupAlive(pgid) {
+			return true
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return false
 }
 
 // memoryMB is the job's memory limit; 0 is the operator's default.

@@ -382,3 +382,24 @@ while [ $i -lt 3 ]; do i=$((i+1)); printf '{"blob":"'; head -c 600000 /dev/zero 
 		t.Fatalf("items %d, stats %s, log:\n%s", j.ItemsScraped, j.Stats, b.logs(jobID))
 	}
 }
+
+// TestCancelShellWithChild: a shell spider whose child runs in the
+// foreground ends on SIGTERM, its child too; the child, adopted by the
+// worker, is reaped at once, so the job never waits for its group (nor
+// for the SIGKILL of the grace period, 30s here).
+func TestCancelShellWithChild(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	id := b.script("fg.sh", "#!/bin/sh\necho '{\"started\":1}'\necho $$ > "+pidFile+"\nsleep 300\n")
+	b.startWorker(func(c *worker.Config) { c.CancelGrace = 30 * time.Second })
+	jobID := b.start(id, `{}`, nil)
+	b.readPids(pidFile, 1)
+	b.waitStatus(jobID, scrapethis.StatusRunning)
+	b.cancel(jobID, true)
+	b.waitStatus(jobID, scrapethis.StatusCancelled)
+	logs := b.logs(jobID)
+	if strings.Contains(logs, "did not stop within") || strings.Contains(logs, "outlived it") {
+		t.Fatalf("the cancel waited for the group:\n%s", logs)
+	}
+}

@@ -74,6 +74,7 @@ type Worker struct {
 
 	slots    chan struct{} // one per live spider process
 	guard    *guard
+	reaper   *reaper // reaps the orphans the worker adopts
 	launcher *sandbox.Launcher
 	cache    *codecache.Cache // deployed versions, unpacked
 
@@ -137,6 +138,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("SPIDER SANDBOX OFF (SCRAPETHIS_SANDBOX=off): spiders run as the worker's user, see its environment and every process, and have no limits")
 	}
 	w.launcher = l
+	rp, err := newReaper()
+	if err != nil {
+		w.log.Warn("orphaned spider processes go to PID 1, not to this worker", "err", err)
+	}
+	w.reaper = rp
 	cache, err := codecache.New(codecache.Config{
 		Dir: w.cacheDir(), MaxBytes: int64(w.cfg.CacheMaxMB) << 20, Python: w.cfg.Python, Limits: w.cfg.Archive,
 	}, storage.NewPostgres(w.db), w.log)
@@ -199,6 +205,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops, stopLoops := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup
 	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop, w.versionsLoop,
+		func(ctx context.Context) { w.reaper.run(ctx, time.Second) },
 		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).Run} {
 		lwg.Add(1)
 		go func() { defer lwg.Done(); loop(loops) }()

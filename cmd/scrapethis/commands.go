@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -361,9 +362,20 @@ func withSandbox(c worker.Config, s config.Sandbox) worker.Config {
 			NoFile: s.NoFile, CPUSeconds: s.CPUSeconds},
 	}
 	if exe, err := os.Executable(); err == nil {
-		c.Sandbox.InitArgv = []string{exe, sandbox.InitCommand}
+		c.Sandbox.InitArgv = initArgv(exe)
 	}
 	return c
+}
+
+// initArgv is the sandbox's init: the small scrapethis-init beside this
+// binary when it is there (`make build` and the image put it there; it
+// starts about 3 ms faster per job), else this binary's sandbox-init.
+func initArgv(exe string) []string {
+	small := filepath.Join(filepath.Dir(exe), "scrapethis-init")
+	if st, err := os.Stat(small); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return []string{small}
+	}
+	return []string{exe, sandbox.InitCommand}
 }
 
 // withGuard runs this binary's spider-guard beside the worker (see

@@ -115,7 +115,7 @@ type Config struct {
 
 // ScenarioKeys name the scenarios for Config.Only, in the order they run.
 func ScenarioKeys() []string {
-	return []string{"create", "idle", "dispatch", "deploy", "completion", "cancel", "items", "list"}
+	return []string{"create", "idle", "dispatch", "deploy", "completion", "sandbox", "cancel", "items", "list"}
 }
 
 // Benchmarker is one run of the benchmark: its connections, its child
@@ -220,6 +220,7 @@ func (b *Benchmarker) scenarios() []scenario {
 		{"dispatch", "dispatch latency", b.dispatchLatency},
 		{"deploy", "deploys", b.deployed},
 		{"completion", "job completion throughput", b.completionThroughput},
+		{"sandbox", "sandbox cost", b.sandboxCost},
 		{"cancel", "cancel latency", b.cancelLatency},
 		{"items", "item ingestion", b.itemIngestion},
 		{"list", "list latency", b.listLatency},
