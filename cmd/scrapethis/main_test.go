@@ -138,6 +138,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 		"REDIS_URL="+testenv.LeaseRedis(t),
 		"SCRAPETHIS_HTTP_ADDR="+addr,
 		"SCRAPETHIS_SPIDERS_DIR="+spiders,
+		"SCRAPETHIS_CACHE_DIR="+t.TempDir(),
 		"SCRAPETHIS_WORKER_METRICS_ADDR="+freeAddr(t),
 		"SCRAPETHIS_SCHEDULER_METRICS_ADDR="+schedMetrics,
 		"SCRAPETHIS_CANCEL_GRACE=1s",
