@@ -524,15 +524,35 @@ func (d *DB) Logs(ctx context.Context, jobID string, afterSeq int64, limit int) 
 	return out, nil
 }
 
-// Heartbeat records that the worker is alive.
-func (d *DB) Heartbeat(ctx context.Context, workerID, hostname string, pid, concurrency int) error {
+// Heartbeat records that the worker is alive, and the jobs whose tasks it
+// holds.
+func (d *DB) Heartbeat(ctx context.Context, workerID, hostname string, pid, concurrency int, holding []string) error {
+	if holding == nil {
+		holding = []string{}
+	}
 	_, err := d.exec(ctx, `
-		INSERT INTO workers (id, hostname, pid, concurrency) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, workerID, hostname, pid, concurrency)
+		INSERT INTO workers (id, hostname, pid, concurrency, holding) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), holding = EXCLUDED.holding`, workerID, hostname, pid, concurrency, pq.Array(holding))
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
+}
+
+// HeldJobs returns the jobs whose tasks live workers (those that beat
+// within liveWithin) say they hold.
+func (d *DB) HeldJobs(ctx context.Context, liveWithin time.Duration) (map[string]bool, error) {
+	var ids []string
+	err := d.sel(ctx, &ids, `SELECT DISTINCT unnest(holding)::text FROM workers
+		WHERE heartbeat_at > now() - make_interval(secs => $1)`, liveWithin.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("held jobs: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
 }
 
 // RemoveWorker forgets a worker that stopped cleanly.

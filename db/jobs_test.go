@@ -409,7 +409,7 @@ func TestReapLostJobs(t *testing.T) {
 		id  string
 		age string
 	}{{live, "0 seconds"}, {stale, "10 minutes"}, {longDead, "2 hours"}} {
-		if err := b.store.Heartbeat(ctx, w.id, "host", 1, 1); err != nil {
+		if err := b.store.Heartbeat(ctx, w.id, "host", 1, 1, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := b.sql.ExecContext(ctx, `UPDATE workers SET heartbeat_at = now() - $2::interval WHERE id = $1`, w.id, w.age); err != nil {

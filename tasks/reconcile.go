@@ -15,9 +15,11 @@ import (
 // taskKey is where asynq keeps a task's hash (asynq internal/base.TaskKey).
 func taskKey(id string) string { return "asynq:{" + Queue + "}:t:" + id }
 
-// pendingLister pages through committed pending jobs.
+// pendingLister pages through committed pending jobs, and says which
+// jobs' tasks live workers hold.
 type pendingLister interface {
 	PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error)
+	HeldJobs(ctx context.Context, liveWithin time.Duration) (map[string]bool, error)
 }
 
 // Reconciler makes Redis agree with Postgres: every committed pending job
@@ -32,6 +34,25 @@ type Reconciler struct {
 	interval time.Duration
 	minAge   time.Duration
 	page     int
+
+	// stuckAfter > 0 recovers tasks stuck between pull and start: a pending
+	// job whose task is active in Redis, held by no worker that beat within
+	// stuckAfter, for stuckAfter, was pulled by a worker that died before
+	// starting it. asynq would give it back only when the dead worker's
+	// lease runs out (about a minute); a second task of another id is
+	// enqueued instead (the job starts once, whichever task comes first).
+	stuckAfter time.Duration
+	unheld     map[string]time.Time // job id -> first pass that saw it stuck
+	recovered  map[string]bool
+}
+
+// RecoverStuck turns on the recovery of tasks stuck between pull and
+// start (see stuckAfter); the worker's LostAfter is the natural value.
+func (r *Reconciler) RecoverStuck(after time.Duration) *Reconciler {
+	r.stuckAfter = after
+	r.unheld = map[string]time.Time{}
+	r.recovered = map[string]bool{}
+	return r
 }
 
 // NewReconciler checks every interval for pending jobs older than minAge.
@@ -64,6 +85,15 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	olderThan := time.Now().Add(-r.minAge)
 	cursor := scrapethis.JobCursor{ID: "00000000-0000-0000-0000-000000000000"}
 	enqueued := 0
+	var held map[string]bool
+	stuckNow := map[string]bool{}
+	defer func() {
+		for id := range r.unheld {
+			if !stuckNow[id] {
+				delete(r.unheld, id)
+			}
+		}
+	}()
 	for {
 		jobs, err := r.jobs.PendingJobs(ctx, cursor, olderThan, r.page)
 		if err != nil {
@@ -78,7 +108,35 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 		}
 		for i, j := range jobs {
 			switch states[i] {
-			case "pending", "active", "scheduled", "retry", "aggregating":
+			case "active":
+				if r.stuckAfter <= 0 || r.recovered[j.ID] {
+					continue
+				}
+				if held == nil {
+					if held, err = r.jobs.HeldJobs(ctx, r.stuckAfter); err != nil {
+						return enqueued, err
+					}
+				}
+				if held[j.ID] {
+					continue
+				}
+				stuckNow[j.ID] = true
+				first, seen := r.unheld[j.ID]
+				if !seen {
+					r.unheld[j.ID] = time.Now()
+					continue
+				}
+				if time.Since(first) < r.stuckAfter {
+					continue
+				}
+				if err := r.queuer.EnqueueAgain(ctx, j); err != nil {
+					return enqueued, err
+				}
+				r.recovered[j.ID] = true
+				r.log.Warn("task stuck between pull and start on a worker that is gone; enqueued again", "job_id", j.ID, "spider", j.SpiderName, "user_id", j.UserID)
+				enqueued++
+				continue
+			case "pending", "scheduled", "retry", "aggregating":
 				continue
 			}
 			ok, err := r.queuer.EnsureQueued(ctx, j)

@@ -41,14 +41,18 @@ func NewRunSpiderTask(j scrapethis.Job) (*asynq.Task, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode payload: %w", err)
 	}
+	return asynq.NewTask(TypeRunSpider, body, runOptions(j, j.ID)...), nil
+}
+
+// runOptions are the options of a job's task of the id.
+func runOptions(j scrapethis.Job, id string) []asynq.Option {
 	// asynq needs a timeout; the worker enforces the job's own timeout, so
 	// this is only a backstop well past it.
 	timeout := 7 * 24 * time.Hour
 	if j.TimeoutSeconds != nil {
 		timeout = time.Duration(*j.TimeoutSeconds)*time.Second + 10*time.Minute
 	}
-	return asynq.NewTask(TypeRunSpider, body,
-		asynq.TaskID(j.ID), asynq.Queue(Queue), asynq.MaxRetry(MaxRetry), asynq.Timeout(timeout)), nil
+	return []asynq.Option{asynq.TaskID(id), asynq.Queue(Queue), asynq.MaxRetry(MaxRetry), asynq.Timeout(timeout)}
 }
 
 // ParseRunSpiderPayload decodes a task body.
@@ -145,6 +149,22 @@ func (q *Queuer) ensure(ctx context.Context, t *asynq.Task, queue, id string) (b
 		return false, fmt.Errorf("enqueue task %s: %w", id, err)
 	}
 	return true, nil
+}
+
+// EnqueueAgain enqueues a second task for a job whose own task is stuck
+// active (its worker died holding it): same payload, another id. The job
+// runs once: whichever task comes first starts it, the other finds it no
+// longer pending.
+func (q *Queuer) EnqueueAgain(ctx context.Context, j scrapethis.Job) error {
+	t, err := NewRunSpiderTask(j)
+	if err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%s:again:%d", j.ID, time.Now().UnixNano())
+	if _, err := q.client.EnqueueContext(ctx, asynq.NewTask(t.Type(), t.Payload(), runOptions(j, id)...)); err != nil {
+		return fmt.Errorf("enqueue job %s again: %w", j.ID, err)
+	}
+	return nil
 }
 
 // Withdraw removes a job's task wherever it waits (pending, retry,

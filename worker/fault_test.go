@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"golang.org/x/sys/unix"
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/tasks"
 	"github.com/scrapethis/scrapethis/worker"
 )
 
@@ -270,4 +272,39 @@ func TestStartFailuresAreRetried(t *testing.T) {
 		t.Fatal("no job hit the file limit: the test did not test anything")
 	}
 	t.Logf("%d of %d jobs were handed back at least once", retried, len(jobs))
+}
+
+// TestTaskStuckBetweenPullAndStart: a worker that dies after pulling a
+// task and before starting its job leaves the task active in Redis until
+// asynq's lease recovery (about a minute); the reconciler of a live worker
+// sees that no live worker holds it and runs the job well before.
+func TestTaskStuckBetweenPullAndStart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	id := b.script("held.sh", "#!/bin/sh\necho '{\"ran\":1}'\n")
+	holder := exec.Command(os.Args[0], "-test.run=^$")
+	holder.Env = append(os.Environ(), "WORKER_CHILD_HOLD="+b.redisDSN)
+	holder.Stderr = os.Stderr
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	jobID := b.start(id, `{}`, nil)
+	b.waitFor("the holder to pull the task", 30*time.Second, func() bool {
+		info, err := b.queuer.Inspector().GetTaskInfo(tasks.Queue, jobID)
+		return err == nil && info.State == asynq.TaskStateActive
+	})
+	holder.Process.Kill()
+	holder.Wait()
+	b.startWorker(nil)
+	b.waitStatus(jobID, scrapethis.StatusFinished)
+	// asynq has not recovered the dead holder's task yet: the job ran
+	// through the reconciler's second task.
+	info, err := b.queuer.Inspector().GetTaskInfo(tasks.Queue, jobID)
+	if err != nil || info.State != asynq.TaskStateActive {
+		t.Fatalf("the original task is %v (%v): asynq recovered it before the reconciler did", info, err)
+	}
+	if n := len(b.items(jobID)); n != 1 {
+		t.Fatalf("job stored %d items, want 1 (it ran once)", n)
+	}
 }

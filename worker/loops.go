@@ -13,7 +13,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context) {
 	host, _ := os.Hostname()
 	every(ctx, w.cfg.Heartbeat, func() {
 		bctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
-		err := w.db.Heartbeat(bctx, w.id, host, os.Getpid(), w.cfg.Concurrency)
+		err := w.db.Heartbeat(bctx, w.id, host, os.Getpid(), w.cfg.Concurrency, w.held())
 		cancel()
 		w.beat(err)
 		if err != nil && ctx.Err() == nil {

@@ -80,6 +80,7 @@ type Worker struct {
 
 	mu      sync.Mutex
 	running map[string]*run
+	holding map[string]int // jobs whose tasks this worker has pulled, published with its heartbeat
 
 	// hardCtx ends only when the worker gives up on storing anything more.
 	hardCtx    context.Context
@@ -113,6 +114,7 @@ func New(cfg Config, store *db.DB, rdb redis.UniversalClient, log *slog.Logger, 
 		metrics:    m,
 		slots:      make(chan struct{}, cfg.Concurrency),
 		running:    map[string]*run{},
+		holding:    map[string]int{},
 		hardCtx:    hard,
 		hardCancel: cancel,
 		draining:   make(chan struct{}),
@@ -152,7 +154,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.cache = cache
 	defer cache.Close()
 	host, _ := os.Hostname()
-	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency); err != nil {
+	if err := w.db.Heartbeat(ctx, w.id, host, os.Getpid(), w.cfg.Concurrency, nil); err != nil {
 		return fmt.Errorf("register worker: %w", err)
 	}
 	w.beat(nil)
@@ -206,7 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var lwg sync.WaitGroup
 	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop, w.versionsLoop,
 		func(ctx context.Context) { w.reaper.run(ctx, time.Second) },
-		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).Run} {
+		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).RecoverStuck(w.cfg.LostAfter).Run} {
 		lwg.Add(1)
 		go func() { defer lwg.Done(); loop(loops) }()
 	}
@@ -237,6 +239,31 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+func (w *Worker) hold(jobID string) {
+	w.mu.Lock()
+	w.holding[jobID]++
+	w.mu.Unlock()
+}
+
+func (w *Worker) unhold(jobID string) {
+	w.mu.Lock()
+	if w.holding[jobID]--; w.holding[jobID] <= 0 {
+		delete(w.holding, jobID)
+	}
+	w.mu.Unlock()
+}
+
+// held lists the jobs whose tasks this worker holds.
+func (w *Worker) held() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.holding))
+	for id := range w.holding {
+		out = append(out, id)
+	}
+	return out
 }
 
 // cacheDir is where deployed versions are cached on this machine.
@@ -315,6 +342,8 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 	}
 	w.wg.Add(1)
 	defer w.wg.Done()
+	w.hold(p.JobID)
+	defer w.unhold(p.JobID)
 
 	// A slot is freed only when a spider's whole process group is gone, so
 	// a spider still stopping counts against the concurrency.

@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	if dsn := os.Getenv("WORKER_CHILD_DSN"); dsn != "" {
 		os.Exit(childWorker(dsn))
 	}
+	if url := os.Getenv("WORKER_CHILD_HOLD"); url != "" {
+		os.Exit(childHolder(url))
+	}
 	os.Exit(testenv.Main(m))
 }
 
@@ -54,6 +57,24 @@ func childWorker(dsn string) int {
 	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
 	debug.SetMemoryLimit(worker.MemoryLimit(cfg))
 	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// childHolder pulls spider tasks and never starts them: a worker that
+// dies between pull and start, once the test kills it.
+func childHolder(url string) int {
+	opt, _ := redis.ParseURL(url)
+	rdb := redis.NewClient(opt)
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Concurrency: 1, Queues: map[string]int{tasks.Queue: 1}})
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeRunSpider, func(ctx context.Context, t *asynq.Task) error {
+		<-ctx.Done()
+		select {} // held until killed
+	})
+	if err := srv.Run(mux); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
