@@ -202,7 +202,7 @@ func New(cfg Config, src Source, log *slog.Logger) (*Cache, error) {
 	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("codecache: %s is in use by another cache: %w", dir, err)
+		return nil, fmt.Errorf("codecache: %s is in use by another worker on this machine (give each worker its own SCRAPETHIS_CACHE_DIR): %w", dir, err)
 	}
 	c := &Cache{cfg: cfg, src: src, log: log, lock: lock, entries: map[string]*entry{}, builds: map[string]*build{}}
 	if err := c.load(); err != nil {

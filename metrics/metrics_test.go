@@ -173,6 +173,7 @@ func (b *opsBundle) startWorker() {
 	cfg.CancelGrace = 2 * time.Second
 	cfg.ShutdownTimeout = time.Second
 	cfg.Sandbox.Enabled = false // the sandbox has tests of its own (worker, sandbox)
+	cfg.CacheDir = b.t.TempDir()
 	w := worker.New(cfg, b.db, b.rdb, discard(), b.m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

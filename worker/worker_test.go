@@ -55,6 +55,7 @@ func childWorker(dsn string) int {
 	opt, _ := redis.ParseURL(os.Getenv("WORKER_CHILD_REDIS"))
 	rdb := redis.NewClient(opt)
 	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
+	cfg.CacheDir = os.Getenv("WORKER_CHILD_CACHE")
 	debug.SetMemoryLimit(worker.MemoryLimit(cfg))
 	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
