@@ -145,6 +145,7 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodGet, "/api/v1/spiders", auth(s.listSpiders))
 	r.Handler(http.MethodPost, "/api/v1/spiders", auth(s.createSpider))
 	r.Handler(http.MethodGet, "/api/v1/spiders/:id", auth(s.getSpider))
+	r.Handler(http.MethodPatch, "/api/v1/spiders/:id", auth(s.updateSpider))
 	r.Handler(http.MethodDelete, "/api/v1/spiders/:id", auth(s.deleteSpider))
 
 	r.Handler(http.MethodGet, "/api/v1/schedules", auth(s.listSchedules))

@@ -25,6 +25,7 @@ type scheduleJSON struct {
 	Enabled        bool            `json:"enabled"`
 	TimeoutSeconds *int            `json:"timeout_seconds"`
 	NoOverlap      bool            `json:"no_overlap"`
+	Priority       int             `json:"priority"`
 	NextRunAt      *apiTime        `json:"next_run_at"`
 	LastRunAt      *apiTime        `json:"last_run_at"`
 	CreatedAt      apiTime         `json:"created_at"`
@@ -48,6 +49,7 @@ func toScheduleJSON(sc scrapethis.Schedule, sp scrapethis.Spider) scheduleJSON {
 		Enabled:        sc.Enabled,
 		TimeoutSeconds: sc.TimeoutSeconds,
 		NoOverlap:      sc.NoOverlap,
+		Priority:       sc.Priority,
 		NextRunAt:      optTime(sc.NextRunAt),
 		LastRunAt:      optTime(sc.LastRunAt),
 		CreatedAt:      apiTime(sc.CreatedAt),
@@ -75,7 +77,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sc := scrapethis.Schedule{UserID: uid, Arguments: req.Arguments.raw}
+	sc := scrapethis.Schedule{UserID: uid, Arguments: req.Arguments.raw, Priority: scrapethis.PriorityDefault}
 	if sc.Cron, err = req.Cron.str("cron"); err != nil {
 		return err
 	}
@@ -93,6 +95,11 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 	}
 	if sc.NoOverlap, err = req.NoOverlap.boolean("no_overlap", false); err != nil {
 		return err
+	}
+	if p, err := req.Priority.priority(); err != nil {
+		return err
+	} else if p != nil {
+		sc.Priority = *p
 	}
 	if err := sc.Validate(); err != nil {
 		return err
@@ -169,6 +176,7 @@ type patchScheduleRequest struct {
 	Enabled        optional `json:"enabled"`
 	TimeoutSeconds optional `json:"timeout_seconds"`
 	NoOverlap      optional `json:"no_overlap"`
+	Priority       optional `json:"priority"`
 }
 
 // apply sets on sc the fields present in the request, checking the type of
@@ -178,7 +186,8 @@ func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err e
 	for _, f := range []struct {
 		o          optional
 		name, want string
-	}{{p.Cron, "cron", "a string"}, {p.Timezone, "timezone", "a string"}, {p.Enabled, "enabled", "true or false"}, {p.NoOverlap, "no_overlap", "true or false"}} {
+	}{{p.Cron, "cron", "a string"}, {p.Timezone, "timezone", "a string"}, {p.Enabled, "enabled", "true or false"}, {p.NoOverlap, "no_overlap", "true or false"},
+		{p.Priority, "priority", "a whole number from 0 to 4"}} {
 		if err := f.o.notNull(f.name, f.want); err != nil {
 			return false, err
 		}
@@ -212,6 +221,11 @@ func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err e
 	}
 	if sc.NoOverlap, err = p.NoOverlap.boolean("no_overlap", sc.NoOverlap); err != nil {
 		return false, err
+	}
+	if pr, err := p.Priority.priority(); err != nil {
+		return false, err
+	} else if pr != nil {
+		sc.Priority = *pr
 	}
 	return retime, nil
 }
