@@ -20,17 +20,26 @@ import (
 // in the order they were asked for.
 //
 // A job that a cap may hold back (see fairshare.go) comes back Held unless
-// its admission right after the insert let it go; enqueue only the jobs
-// that are not Held.
+// the admission right after the insert let it go; enqueue only the jobs
+// that are not Held. That admission may let go, best first, older held
+// jobs instead: CreateJobsLetGo returns those to enqueue as well, and
+// CreateJobs leaves them to the reconciler.
 func (d *DB) CreateJobs(ctx context.Context, jobs []scrapethis.NewJob) ([]scrapethis.Job, []error, error) {
+	out, errs, _, err := d.CreateJobsLetGo(ctx, jobs)
+	return out, errs, err
+}
+
+// CreateJobsLetGo is CreateJobs that also returns the jobs other than
+// these that the admission let go: enqueue them too.
+func (d *DB) CreateJobsLetGo(ctx context.Context, jobs []scrapethis.NewJob) ([]scrapethis.Job, []error, []scrapethis.Job, error) {
 	out, errs, err := insertJobs(ctx, d.sel, jobs, d.userMax)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// A failed admission leaves the jobs committed and held: the
 	// reconciler admits them.
-	_ = d.admitCreated(ctx, out, errs)
-	return out, errs, nil
+	others, _ := d.admitCreated(ctx, out, errs)
+	return out, errs, others, nil
 }
 
 // CreateJob inserts one pending job (see CreateJobs).

@@ -265,10 +265,9 @@ func (d *DB) HeldJobCount(ctx context.Context) (int, error) {
 
 // admitCreated admits, after jobs were inserted, for each user whose new
 // jobs were held, and clears Held on those let go: the caller enqueues
-// every job that is not Held. An older held job let go instead (it had
-// room and a higher priority, after a cap was raised) is queued in
-// Postgres and enqueued by the reconciler.
-func (d *DB) admitCreated(ctx context.Context, jobs []scrapethis.Job, errs []error) error {
+// every job that is not Held, and the others let go (older held jobs with
+// a higher priority, or those of a batch created at the same time).
+func (d *DB) admitCreated(ctx context.Context, jobs []scrapethis.Job, errs []error) ([]scrapethis.Job, error) {
 	var users []string
 	index := map[string]int{}
 	for i, j := range jobs {
@@ -280,16 +279,19 @@ func (d *DB) admitCreated(ctx context.Context, jobs []scrapethis.Job, errs []err
 			users = append(users, j.UserID)
 		}
 	}
+	var others []scrapethis.Job
 	for _, u := range users {
 		let, err := d.AdmitHeld(ctx, u)
 		if err != nil {
-			return err
+			return others, err
 		}
 		for _, j := range let {
 			if i, ok := index[j.ID]; ok {
 				jobs[i].Held = false
+			} else {
+				others = append(others, j)
 			}
 		}
 	}
-	return nil
+	return others, nil
 }
