@@ -223,7 +223,7 @@ type Schedule struct {
 	Enabled        bool
 	TimeoutSeconds *int
 	NoOverlap      bool
-	Priority       int // of the jobs it starts
+	Priority       *int // of the jobs it starts; nil on create is PriorityDefault
 	NextRunAt      *time.Time
 	LastRunAt      *time.Time
 	CreatedAt      time.Time

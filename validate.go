@@ -66,7 +66,7 @@ func (s *Schedule) Validate() error {
 		return err
 	}
 	s.Arguments = args
-	if err := ValidatePriority(&s.Priority); err != nil {
+	if err := ValidatePriority(s.Priority); err != nil {
 		return err
 	}
 	return ValidateTimeout(s.TimeoutSeconds)

@@ -49,13 +49,21 @@ func toScheduleJSON(sc scrapethis.Schedule, sp scrapethis.Spider) scheduleJSON {
 		Enabled:        sc.Enabled,
 		TimeoutSeconds: sc.TimeoutSeconds,
 		NoOverlap:      sc.NoOverlap,
-		Priority:       sc.Priority,
+		Priority:       priorityOf(sc.Priority),
 		NextRunAt:      optTime(sc.NextRunAt),
 		LastRunAt:      optTime(sc.LastRunAt),
 		CreatedAt:      apiTime(sc.CreatedAt),
 		UpdatedAt:      apiTime(sc.UpdatedAt),
 		Spider:         spiderRef{ID: sp.ID, Name: sp.Name, RepoPath: sp.RepoPath},
 	}
+}
+
+// priorityOf is a stored priority as the API shows it.
+func priorityOf(p *int) int {
+	if p == nil {
+		return scrapethis.PriorityDefault
+	}
+	return *p
 }
 
 var errScheduleNotFound = scrapethis.Errorf(scrapethis.ENotFound, "Schedule not found")
@@ -77,7 +85,7 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sc := scrapethis.Schedule{UserID: uid, Arguments: req.Arguments.raw, Priority: scrapethis.PriorityDefault}
+	sc := scrapethis.Schedule{UserID: uid, Arguments: req.Arguments.raw}
 	if sc.Cron, err = req.Cron.str("cron"); err != nil {
 		return err
 	}
@@ -96,10 +104,8 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 	if sc.NoOverlap, err = req.NoOverlap.boolean("no_overlap", false); err != nil {
 		return err
 	}
-	if p, err := req.Priority.priority(); err != nil {
+	if sc.Priority, err = req.Priority.priority(); err != nil {
 		return err
-	} else if p != nil {
-		sc.Priority = *p
 	}
 	if err := sc.Validate(); err != nil {
 		return err
@@ -222,10 +228,10 @@ func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err e
 	if sc.NoOverlap, err = p.NoOverlap.boolean("no_overlap", sc.NoOverlap); err != nil {
 		return false, err
 	}
-	if pr, err := p.Priority.priority(); err != nil {
-		return false, err
-	} else if pr != nil {
-		sc.Priority = *pr
+	if p.Priority.set {
+		if sc.Priority, err = p.Priority.priority(); err != nil {
+			return false, err
+		}
 	}
 	return retime, nil
 }

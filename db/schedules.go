@@ -46,7 +46,7 @@ func (r scheduleRow) toSchedule() scrapethis.Schedule {
 		Arguments:  r.Arguments,
 		Enabled:    r.Enabled,
 		NoOverlap:  r.NoOverlap,
-		Priority:   r.Priority,
+		Priority:   &r.Priority,
 		NextRunAt:  nullTime(r.NextRunAt),
 		LastRunAt:  nullTime(r.LastRunAt),
 		CreatedAt:  r.CreatedAt.UTC(),
@@ -65,6 +65,14 @@ const scheduleColumns = `sc.id, sc.user_id, sc.spider_id, s.name AS spider_name,
 	sc.created_at, sc.updated_at, sc.priority`
 
 const errScheduleNotFound = "Schedule not found"
+
+// schedulePriority is a schedule's priority to store: nil is the default.
+func schedulePriority(p *int) int {
+	if p == nil {
+		return scrapethis.PriorityDefault
+	}
+	return *p
+}
 
 func scheduleArgs(a json.RawMessage) []byte {
 	if len(a) == 0 {
@@ -97,7 +105,7 @@ func (d *DB) CreateSchedule(ctx context.Context, sc scrapethis.Schedule) (scrape
 		)
 		SELECT `+scheduleColumns+` FROM sc JOIN s ON s.id = sc.spider_id`,
 		id.String(), sc.SpiderID, sc.UserID, sc.Name, sc.Cron, sc.Timezone, scheduleArgs(sc.Arguments),
-		sc.Enabled, sc.TimeoutSeconds, sc.NoOverlap, sc.NextRunAt, sc.Priority)
+		sc.Enabled, sc.TimeoutSeconds, sc.NoOverlap, sc.NextRunAt, schedulePriority(sc.Priority))
 	if err != nil {
 		err = translate(err, "Spider not found")
 		if scrapethis.ErrorCode(err) == scrapethis.EInternal {
@@ -373,7 +381,7 @@ func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome, userMax int) erro
 	at := o.Fire.At
 	jobs, errs, err := insertJobs(ctx, tx.SelectContext, []scrapethis.NewJob{{
 		UserID: sc.UserID, SpiderID: sc.SpiderID, Arguments: sc.Arguments, TimeoutSeconds: sc.TimeoutSeconds,
-		ScheduleID: &sc.ID, ScheduledFor: &at, Priority: &sc.Priority,
+		ScheduleID: &sc.ID, ScheduledFor: &at, Priority: sc.Priority,
 	}}, userMax)
 	switch {
 	case err != nil:

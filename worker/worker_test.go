@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis"
@@ -44,7 +45,8 @@ func TestMain(m *testing.M) {
 func childWorker(dsn string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	store, err := db.Open(ctx, dsn)
+	userMax, _ := strconv.Atoi(os.Getenv("WORKER_CHILD_USER_MAX"))
+	store, err := db.Open(ctx, dsn, db.UserMaxRunning(userMax))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -89,6 +91,7 @@ type bundle struct {
 	queuer   *tasks.Queuer
 	spiders  string
 	userID   string
+	sql      *sqlx.DB // fixture connection, set by setupCapped
 }
 
 func setup(t *testing.T) *bundle {
