@@ -178,13 +178,13 @@ func (d *DB) UpdateSchedule(ctx context.Context, userID, id string, fn func(*scr
 		err = tx.GetContext(ctx, &r, `
 			WITH sc AS (
 				UPDATE schedules SET cron = $2, timezone = $3, arguments = $4, enabled = $5,
-					timeout_seconds = $6, no_overlap = $7, next_run_at = $8, updated_at = now()
+					timeout_seconds = $6, no_overlap = $7, next_run_at = $8, priority = $9, updated_at = now()
 				WHERE id = $1
 				RETURNING *
 			)
 			SELECT `+scheduleColumns+` FROM sc JOIN spiders s ON s.id = sc.spider_id`,
 			sc.ID, sc.Cron, sc.Timezone, scheduleArgs(sc.Arguments), sc.Enabled, sc.TimeoutSeconds,
-			sc.NoOverlap, sc.NextRunAt)
+			sc.NoOverlap, sc.NextRunAt, schedulePriority(sc.Priority))
 		if err != nil {
 			return fmt.Errorf("update schedule: %w", err)
 		}
