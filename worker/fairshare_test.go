@@ -280,7 +280,7 @@ func TestHeldJobsCostNothing(t *testing.T) {
 	slow := b.spiderOf(b.userID, "slow.sh", "#!/bin/sh\nsleep 60\n", nil)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "WORKER_CHILD_DSN="+b.dsn, "WORKER_CHILD_REDIS="+b.redisDSN,
-		"WORKER_CHILD_SPIDERS="+b.spiders, "WORKER_CHILD_USER_MAX=2")
+		"WORKER_CHILD_SPIDERS="+b.spiders, "WORKER_CHILD_USER_MAX=2", "WORKER_CHILD_CACHE="+t.TempDir())
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,8 @@ import (
 func (b *bundle) childWorkerProcess() *exec.Cmd {
 	b.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "WORKER_CHILD_DSN="+b.dsn, "WORKER_CHILD_REDIS="+b.redisDSN, "WORKER_CHILD_SPIDERS="+b.spiders)
+	cmd.Env = append(os.Environ(), "WORKER_CHILD_DSN="+b.dsn, "WORKER_CHILD_REDIS="+b.redisDSN, "WORKER_CHILD_SPIDERS="+b.spiders,
+		"WORKER_CHILD_CACHE="+b.t.TempDir())
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.t.Fatal(err)

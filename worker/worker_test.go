@@ -54,6 +54,7 @@ func childWorker(dsn string) int {
 	opt, _ := redis.ParseURL(os.Getenv("WORKER_CHILD_REDIS"))
 	rdb := redis.NewClient(opt)
 	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
+	cfg.CacheDir = os.Getenv("WORKER_CHILD_CACHE") // child workers at once must not share a cache
 	debug.SetMemoryLimit(worker.MemoryLimit(cfg))
 	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
