@@ -56,12 +56,15 @@ type User struct {
 // Spider is what jobs run: a file under the spiders directory, or a spider
 // of a deployed project (Project set, RepoPath the file inside it).
 type Spider struct {
-	ID        string    `json:"id"`
-	UserID    string    `json:"user_id"`
-	Name      string    `json:"name"`
-	RepoPath  string    `json:"repo_path"`
-	Project   *string   `json:"project"`
-	CreatedAt time.Time `json:"created_at"`
+	ID       string  `json:"id"`
+	UserID   string  `json:"user_id"`
+	Name     string  `json:"name"`
+	RepoPath string  `json:"repo_path"`
+	Project  *string `json:"project"`
+	// MaxRunning caps the spider's running jobs, all workers together; nil
+	// is no cap, 0 holds every job back until it is raised.
+	MaxRunning *int      `json:"max_running"`
+	CreatedAt  time.Time `json:"created_at"`
 }
 
 // VersionStatus is where a deployed version is in its inspection.
@@ -147,6 +150,14 @@ type Job struct {
 	CreatedAt         time.Time
 	StartedAt         *time.Time
 	FinishedAt        *time.Time
+	// Priority is 0 (lowest) to 4 (highest): a free slot goes to the
+	// highest priority waiting, equal priorities in creation order.
+	Priority int
+	// Held means the job is pending because a cap holds it back: it is not
+	// queued in Redis, and is let go when a job of its user ends.
+	Held bool
+	// SpiderMaxRunning is the cap of the job's spider when the job was read.
+	SpiderMaxRunning *int
 }
 
 // JobFilter narrows a job listing. Zero values mean "any".
@@ -178,6 +189,25 @@ type NewJob struct {
 	Version  string
 	Settings json.RawMessage // Scrapy settings on top of the project's
 	MemoryMB *int
+	Priority *int // nil is PriorityDefault
+}
+
+// Job priorities: 0 lowest, 4 highest.
+const (
+	PriorityMin     = 0
+	PriorityMax     = 4
+	PriorityDefault = 2
+)
+
+// ErrPriority is the 400 for a priority out of range or not a whole number.
+var ErrPriority = Errorf(EInvalid, "priority must be a whole number from %d (lowest) to %d (highest)", PriorityMin, PriorityMax)
+
+// ValidatePriority checks an optional priority.
+func ValidatePriority(p *int) error {
+	if p != nil && (*p < PriorityMin || *p > PriorityMax) {
+		return ErrPriority
+	}
+	return nil
 }
 
 // Schedule starts jobs of a spider on a cron-style spec.
@@ -193,6 +223,7 @@ type Schedule struct {
 	Enabled        bool
 	TimeoutSeconds *int
 	NoOverlap      bool
+	Priority       *int // of the jobs it starts; nil on create is PriorityDefault
 	NextRunAt      *time.Time
 	LastRunAt      *time.Time
 	CreatedAt      time.Time

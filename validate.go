@@ -47,6 +47,9 @@ func (nj *NewJob) Validate() error {
 	if len(nj.Version) > 200 || strings.IndexByte(nj.Version, 0) >= 0 {
 		return Errorf(EInvalid, "version must be a version id or label")
 	}
+	if err := ValidatePriority(nj.Priority); err != nil {
+		return err
+	}
 	return ValidateTimeout(nj.TimeoutSeconds)
 }
 
@@ -63,6 +66,9 @@ func (s *Schedule) Validate() error {
 		return err
 	}
 	s.Arguments = args
+	if err := ValidatePriority(s.Priority); err != nil {
+		return err
+	}
 	return ValidateTimeout(s.TimeoutSeconds)
 }
 

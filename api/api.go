@@ -79,10 +79,11 @@ func New(store *db.DB, queuer *tasks.Queuer, log *slog.Logger) *Server {
 	s.creates = batch.New(ctx, 1, 256, func(ctx context.Context, jobs []scrapethis.NewJob) ([]batch.Result[scrapethis.Job], error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		created, errs, err := store.CreateJobs(ctx, jobs)
+		created, errs, others, err := store.CreateJobsLetGo(ctx, jobs)
 		if err != nil {
 			return nil, err
 		}
+		s.enqueueLetGo(ctx, others) // older held jobs this batch's admission let go
 		out := make([]batch.Result[scrapethis.Job], len(created))
 		for i := range created {
 			out[i] = batch.Result[scrapethis.Job]{Value: created[i], Err: errs[i]}
@@ -145,6 +146,7 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodGet, "/api/v1/spiders", auth(s.listSpiders))
 	r.Handler(http.MethodPost, "/api/v1/spiders", auth(s.createSpider))
 	r.Handler(http.MethodGet, "/api/v1/spiders/:id", auth(s.getSpider))
+	r.Handler(http.MethodPatch, "/api/v1/spiders/:id", auth(s.updateSpider))
 	r.Handler(http.MethodDelete, "/api/v1/spiders/:id", auth(s.deleteSpider))
 
 	r.Handler(http.MethodGet, "/api/v1/schedules", auth(s.listSchedules))

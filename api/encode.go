@@ -53,6 +53,7 @@ type jobJSON struct {
 	Settings          json.RawMessage `json:"settings"`
 	MemoryMB          *int            `json:"memory_mb"`
 	Stats             json.RawMessage `json:"stats"`
+	Priority          int             `json:"priority"`
 }
 
 type versionRef struct {
@@ -85,6 +86,7 @@ func toJobJSON(j scrapethis.Job) jobJSON {
 		Settings:          settings,
 		MemoryMB:          j.MemoryMB,
 		Stats:             stats,
+		Priority:          j.Priority,
 		ID:                j.ID,
 		SpiderID:          j.SpiderID,
 		Status:            string(j.Status),
@@ -104,16 +106,18 @@ func toJobJSON(j scrapethis.Job) jobJSON {
 }
 
 type spiderJSON struct {
-	ID        string  `json:"id"`
-	Name      string  `json:"name"`
-	RepoPath  string  `json:"repo_path"`
-	Project   *string `json:"project"`
-	UserID    string  `json:"user_id"`
-	CreatedAt apiTime `json:"created_at"`
+	ID         string  `json:"id"`
+	Name       string  `json:"name"`
+	RepoPath   string  `json:"repo_path"`
+	Project    *string `json:"project"`
+	MaxRunning *int    `json:"max_running"`
+	UserID     string  `json:"user_id"`
+	CreatedAt  apiTime `json:"created_at"`
 }
 
 func toSpiderJSON(s scrapethis.Spider) spiderJSON {
-	return spiderJSON{ID: s.ID, Name: s.Name, RepoPath: s.RepoPath, Project: s.Project, UserID: s.UserID, CreatedAt: apiTime(s.CreatedAt)}
+	return spiderJSON{ID: s.ID, Name: s.Name, RepoPath: s.RepoPath, Project: s.Project, MaxRunning: s.MaxRunning,
+		UserID: s.UserID, CreatedAt: apiTime(s.CreatedAt)}
 }
 
 // versionJSON is a deployed version as the API shows it.

@@ -117,6 +117,7 @@ type createJobRequest struct {
 	Version        optional        `json:"version"`
 	Settings       json.RawMessage `json:"settings"`
 	MemoryMB       optional        `json:"memory_mb"`
+	Priority       optional        `json:"priority"`
 }
 
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
@@ -135,6 +136,9 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if nj.MemoryMB, err = req.MemoryMB.positive("memory_mb"); err != nil {
+		return err
+	}
+	if nj.Priority, err = req.Priority.priority(); err != nil {
 		return err
 	}
 	if err := scrapethis.ValidateMemory(nj.MemoryMB, s.MaxMemoryMB); err != nil {
@@ -161,8 +165,12 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.metrics().JobCreated()
-	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid)
-	s.enqueue(ctx, job)
+	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "held", job.Held)
+	if job.Held {
+		s.metrics().JobsHeld(1) // a cap holds it back: it is let go when a job of its user ends
+	} else {
+		s.enqueue(ctx, job)
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": job.ID, "status": string(job.Status)})
 	return nil
 }
@@ -175,6 +183,28 @@ func (s *Server) enqueue(ctx context.Context, job scrapethis.Job) {
 	defer cancel()
 	if err := s.queuer.Enqueue(ctx, job); err != nil {
 		s.log.Warn("enqueue failed; the reconciler will retry", "job_id", job.ID, "spider", job.SpiderName, "user_id", job.UserID, "err", err)
+	}
+}
+
+// release enqueues the held jobs that job's leaving its place let go; on
+// failure the reconciler lets them go.
+func (s *Server) release(ctx context.Context, job scrapethis.Job) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	let, err := s.db.Release(ctx, job)
+	if err != nil {
+		s.log.Warn("held jobs not let go; the reconciler will", "user_id", job.UserID, "err", err)
+	}
+	s.enqueueLetGo(ctx, let)
+}
+
+// enqueueLetGo enqueues held jobs just let go, best first.
+func (s *Server) enqueueLetGo(ctx context.Context, jobs []scrapethis.Job) {
+	if len(jobs) > 0 {
+		s.metrics().JobsLetGo(len(jobs))
+	}
+	for _, j := range jobs {
+		s.enqueue(ctx, j)
 	}
 }
 
@@ -241,9 +271,14 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	case scrapethis.StatusError:
 		return scrapethis.Errorf(scrapethis.EConflict, "Job already ended in error")
 	case scrapethis.StatusCancelled:
-		if err := s.queuer.Withdraw(ctx, job.ID); err != nil {
+		if job.Held {
+			break // held back by a cap: it has no task
+		}
+		if err := s.queuer.Withdraw(ctx, job); err != nil {
 			s.log.Warn("withdraw task failed; the worker will skip the cancelled job", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "err", err)
 		}
+		// Its place under the caps is free.
+		s.release(ctx, job)
 	case scrapethis.StatusRunning:
 		if err := s.queuer.Cancel(ctx, job.ID); err != nil {
 			s.log.Warn("publish cancel failed; the worker will see it in Postgres", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "err", err)

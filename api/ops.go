@@ -32,12 +32,16 @@ type Ops struct {
 // Metrics is what the API reports; package metrics implements it.
 type Metrics interface {
 	JobCreated()
+	JobsHeld(n int)  // jobs held back by a cap
+	JobsLetGo(n int) // held jobs let go
 	RequestServed(method, route string, status int, d time.Duration)
 }
 
 type noMetrics struct{}
 
 func (noMetrics) JobCreated()                                      {}
+func (noMetrics) JobsHeld(int)                                     {}
+func (noMetrics) JobsLetGo(int)                                    {}
 func (noMetrics) RequestServed(string, string, int, time.Duration) {}
 
 func (s *Server) metrics() Metrics {

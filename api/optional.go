@@ -92,3 +92,32 @@ func (o optional) positive(field string) (*int, error) {
 	}
 	return &n, nil
 }
+
+// priority reads an optional job priority: absent or null is none (the
+// default), anything but a whole number from 0 to 4 is a 400.
+func (o optional) priority() (*int, error) {
+	if o.null() {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(o.raw)))
+	if err != nil {
+		return nil, scrapethis.ErrPriority
+	}
+	if err := scrapethis.ValidatePriority(&n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// maxRunning reads a spider's max_running: absent or null is no cap, else
+// a whole number of at least 0.
+func (o optional) maxRunning() (*int, error) {
+	if o.null() {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(o.raw)))
+	if err != nil || n < 0 || n > 1_000_000 {
+		return nil, scrapethis.Errorf(scrapethis.EInvalid, "max_running must be null (no cap) or a whole number from 0 to 1000000")
+	}
+	return &n, nil
+}

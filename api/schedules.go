@@ -25,6 +25,7 @@ type scheduleJSON struct {
 	Enabled        bool            `json:"enabled"`
 	TimeoutSeconds *int            `json:"timeout_seconds"`
 	NoOverlap      bool            `json:"no_overlap"`
+	Priority       int             `json:"priority"`
 	NextRunAt      *apiTime        `json:"next_run_at"`
 	LastRunAt      *apiTime        `json:"last_run_at"`
 	CreatedAt      apiTime         `json:"created_at"`
@@ -48,12 +49,21 @@ func toScheduleJSON(sc scrapethis.Schedule, sp scrapethis.Spider) scheduleJSON {
 		Enabled:        sc.Enabled,
 		TimeoutSeconds: sc.TimeoutSeconds,
 		NoOverlap:      sc.NoOverlap,
+		Priority:       priorityOf(sc.Priority),
 		NextRunAt:      optTime(sc.NextRunAt),
 		LastRunAt:      optTime(sc.LastRunAt),
 		CreatedAt:      apiTime(sc.CreatedAt),
 		UpdatedAt:      apiTime(sc.UpdatedAt),
 		Spider:         spiderRef{ID: sp.ID, Name: sp.Name, RepoPath: sp.RepoPath},
 	}
+}
+
+// priorityOf is a stored priority as the API shows it.
+func priorityOf(p *int) int {
+	if p == nil {
+		return scrapethis.PriorityDefault
+	}
+	return *p
 }
 
 var errScheduleNotFound = scrapethis.Errorf(scrapethis.ENotFound, "Schedule not found")
@@ -92,6 +102,9 @@ func (s *Server) createSchedule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if sc.NoOverlap, err = req.NoOverlap.boolean("no_overlap", false); err != nil {
+		return err
+	}
+	if sc.Priority, err = req.Priority.priority(); err != nil {
 		return err
 	}
 	if err := sc.Validate(); err != nil {
@@ -169,6 +182,7 @@ type patchScheduleRequest struct {
 	Enabled        optional `json:"enabled"`
 	TimeoutSeconds optional `json:"timeout_seconds"`
 	NoOverlap      optional `json:"no_overlap"`
+	Priority       optional `json:"priority"`
 }
 
 // apply sets on sc the fields present in the request, checking the type of
@@ -178,7 +192,8 @@ func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err e
 	for _, f := range []struct {
 		o          optional
 		name, want string
-	}{{p.Cron, "cron", "a string"}, {p.Timezone, "timezone", "a string"}, {p.Enabled, "enabled", "true or false"}, {p.NoOverlap, "no_overlap", "true or false"}} {
+	}{{p.Cron, "cron", "a string"}, {p.Timezone, "timezone", "a string"}, {p.Enabled, "enabled", "true or false"}, {p.NoOverlap, "no_overlap", "true or false"},
+		{p.Priority, "priority", "a whole number from 0 to 4"}} {
 		if err := f.o.notNull(f.name, f.want); err != nil {
 			return false, err
 		}
@@ -212,6 +227,11 @@ func (p patchScheduleRequest) apply(sc *scrapethis.Schedule) (retime bool, err e
 	}
 	if sc.NoOverlap, err = p.NoOverlap.boolean("no_overlap", sc.NoOverlap); err != nil {
 		return false, err
+	}
+	if p.Priority.set {
+		if sc.Priority, err = p.Priority.priority(); err != nil {
+			return false, err
+		}
 	}
 	return retime, nil
 }

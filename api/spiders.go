@@ -9,8 +9,9 @@ import (
 )
 
 type createSpiderRequest struct {
-	Name     optional `json:"name"`
-	RepoPath optional `json:"repo_path"`
+	Name       optional `json:"name"`
+	RepoPath   optional `json:"repo_path"`
+	MaxRunning optional `json:"max_running"`
 }
 
 func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) error {
@@ -32,7 +33,11 @@ func (s *Server) createSpider(w http.ResponseWriter, r *http.Request) error {
 	if repoPath, err = scrapethis.ValidRepoPath(repoPath); err != nil {
 		return err
 	}
-	sp, err := s.db.CreateSpider(r.Context(), userID(r.Context()), name, repoPath)
+	maxRunning, err := req.MaxRunning.maxRunning()
+	if err != nil {
+		return err
+	}
+	sp, err := s.db.CreateSpider(r.Context(), userID(r.Context()), name, repoPath, maxRunning)
 	if err != nil {
 		return err
 	}
@@ -69,5 +74,44 @@ func (s *Server) deleteSpider(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": "Spider deleted"})
+	return nil
+}
+
+type patchSpiderRequest struct {
+	MaxRunning optional `json:"max_running"`
+}
+
+// updateSpider changes what PATCH may change of a spider: its max_running
+// (null removes the cap). Raising or removing a cap lets held jobs go at
+// once.
+func (s *Server) updateSpider(w http.ResponseWriter, r *http.Request) error {
+	var req patchSpiderRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	uid := userID(ctx)
+	id := httprouter.ParamsFromContext(ctx).ByName("id")
+	maxRunning, err := req.MaxRunning.maxRunning()
+	if err != nil {
+		return err
+	}
+	if !req.MaxRunning.set {
+		sp, err := s.db.Spider(ctx, uid, id)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, toSpiderJSON(sp))
+		return nil
+	}
+	sp, let, err := s.db.SetSpiderMaxRunning(ctx, uid, id, maxRunning)
+	if err != nil && sp.ID == "" {
+		return err
+	}
+	if err != nil {
+		s.log.Warn("held jobs not let go; the reconciler will", "user_id", uid, "err", err)
+	}
+	s.enqueueLetGo(ctx, let)
+	writeJSON(w, http.StatusOK, toSpiderJSON(sp))
 	return nil
 }

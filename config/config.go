@@ -15,8 +15,12 @@ import (
 type Config struct {
 	DatabaseURL string
 	DBMaxConns  int // Postgres connections per process at most
-	RedisURL    string
-	HTTPAddr    string
+	// UserMaxRunning caps each user's running jobs over all workers
+	// (SCRAPETHIS_USER_MAX_RUNNING); 0 is no cap. The API, the scheduler
+	// and the workers must all have the same.
+	UserMaxRunning int
+	RedisURL       string
+	HTTPAddr       string
 
 	Worker            Worker
 	WorkerMetricsAddr string
@@ -96,6 +100,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c := Config{
 		DatabaseURL:          p.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable"),
 		DBMaxConns:           p.integer("SCRAPETHIS_DB_MAX_CONNS", 20, 2, 1000),
+		UserMaxRunning:       p.integer("SCRAPETHIS_USER_MAX_RUNNING", 0, 0, 1_000_000),
 		RedisURL:             p.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
 		HTTPAddr:             p.str("SCRAPETHIS_HTTP_ADDR", "127.0.0.1:8080"),
 		WorkerMetricsAddr:    p.str("SCRAPETHIS_WORKER_METRICS_ADDR", "127.0.0.1:9101"),

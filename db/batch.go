@@ -18,8 +18,28 @@ import (
 // spider is not gets a not-found error in its slot and is not inserted.
 // Ids are UUIDv7, taken in order, so jobs created in one batch still list
 // in the order they were asked for.
+//
+// A job that a cap may hold back (see fairshare.go) comes back Held unless
+// the admission right after the insert let it go; enqueue only the jobs
+// that are not Held. That admission may let go, best first, older held
+// jobs instead: CreateJobsLetGo returns those to enqueue as well, and
+// CreateJobs leaves them to the reconciler.
 func (d *DB) CreateJobs(ctx context.Context, jobs []scrapethis.NewJob) ([]scrapethis.Job, []error, error) {
-	return insertJobs(ctx, d.sel, jobs)
+	out, errs, _, err := d.CreateJobsLetGo(ctx, jobs)
+	return out, errs, err
+}
+
+// CreateJobsLetGo is CreateJobs that also returns the jobs other than
+// these that the admission let go: enqueue them too.
+func (d *DB) CreateJobsLetGo(ctx context.Context, jobs []scrapethis.NewJob) ([]scrapethis.Job, []error, []scrapethis.Job, error) {
+	out, errs, err := insertJobs(ctx, d.sel, jobs, d.userMax)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// A failed admission leaves the jobs committed and held: the
+	// reconciler admits them.
+	others, _ := d.admitCreated(ctx, out, errs)
+	return out, errs, others, nil
 }
 
 // CreateJob inserts one pending job (see CreateJobs).
@@ -39,7 +59,10 @@ type selectFunc func(ctx context.Context, dest any, query string, args ...any) e
 // scheduler alike. A job of a schedule whose fire time already has a job
 // is not inserted (UNIQUE (schedule_id, scheduled_for)); its slot, like a
 // job whose spider is not its user's live spider, gets a not-found error.
-func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) ([]scrapethis.Job, []error, error) {
+//
+// A job that a cap may hold back (userMax > 0, or its spider has
+// max_running) is inserted held.
+func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, userMax int) ([]scrapethis.Job, []error, error) {
 	n := len(jobs)
 	ids := make([]string, n)
 	users := make([]string, n)
@@ -51,6 +74,7 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 	versions := make([]string, n)
 	settings := make([]string, n)
 	memory := make([]sql.NullInt64, n)
+	priorities := make([]int64, n)
 	errs := make([]error, n)
 	for i, nj := range jobs {
 		id, err := uuid.NewV7()
@@ -84,15 +108,19 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 		if nj.MemoryMB != nil {
 			memory[i] = sql.NullInt64{Int64: int64(*nj.MemoryMB), Valid: true}
 		}
+		priorities[i] = scrapethis.PriorityDefault
+		if nj.Priority != nil {
+			priorities[i] = int64(*nj.Priority)
+		}
 	}
 	var rows []jobRow
 	err := sel(ctx, &rows, `
 		WITH input AS (
 			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int[], $6::uuid[], $7::timestamptz[],
-				$8::text[], $9::jsonb[], $10::int[])
-				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb)
+				$8::text[], $9::jsonb[], $10::int[], $11::smallint[])
+				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb, priority)
 		), resolved AS (
-			SELECT i.*, s.project_id, v.id AS version_id,
+			SELECT i.*, s.project_id, v.id AS version_id, ($12 > 0 OR s.max_running IS NOT NULL) AS held,
 				CASE WHEN s.project_id IS NULL THEN s.repo_path LIKE '%.py' ELSE v.kind = 'scrapy' END AS scrapy
 			FROM input i JOIN spiders s ON s.id = i.spider_id AND s.user_id = i.user_id AND s.deleted_at IS NULL
 			LEFT JOIN LATERAL (
@@ -102,8 +130,10 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 				ORDER BY v.created_at DESC, v.id DESC LIMIT 1
 			) v ON s.project_id IS NOT NULL
 		), j AS (
-			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version_id, settings, memory_mb)
-			SELECT r.id, r.user_id, r.spider_id, r.arguments, r.timeout_seconds, r.schedule_id, r.scheduled_for, r.version_id, r.settings, r.memory_mb
+			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version_id, settings, memory_mb,
+				priority, held)
+			SELECT r.id, r.user_id, r.spider_id, r.arguments, r.timeout_seconds, r.schedule_id, r.scheduled_for, r.version_id, r.settings, r.memory_mb,
+				r.priority, r.held
 			FROM resolved r
 			WHERE (CASE WHEN r.project_id IS NULL THEN r.version = '' ELSE r.version_id IS NOT NULL END)
 				AND (r.settings = '{}' OR r.scrapy)
@@ -114,7 +144,7 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob) (
 		SELECT `+jobColumns+` FROM j `+jobJoins,
 		pq.Array(ids), pq.Array(users), pq.Array(spiders), pq.Array(args), pq.GenericArray{A: timeouts},
 		pq.GenericArray{A: schedules}, pq.GenericArray{A: fireTimes}, pq.Array(versions), pq.Array(settings),
-		pq.GenericArray{A: memory})
+		pq.GenericArray{A: memory}, pq.Array(priorities), userMax)
 	if err != nil {
 		if err := translate(err, "Spider not found"); scrapethis.ErrorCode(err) != scrapethis.EInternal {
 			return nil, nil, err

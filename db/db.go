@@ -34,6 +34,9 @@ type DB struct {
 	stmts  sync.Map // query text -> *sqlx.Stmt, see stmt.go
 	log    *slog.Logger
 	outage outage
+	// userMax caps each user's running jobs, all workers together; 0 is
+	// no cap (see fairshare.go).
+	userMax int
 }
 
 // DefaultMaxConns is the pool size of a store opened without MaxConns.
@@ -44,6 +47,7 @@ type Option func(*options)
 
 type options struct {
 	maxConns int
+	userMax  int
 	log      *slog.Logger
 }
 
@@ -53,6 +57,11 @@ func MaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
 // Logger is where the store says, once each, that Postgres became
 // unreachable and reachable again.
 func Logger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// UserMaxRunning caps the running jobs of each user, counted over all
+// workers (SCRAPETHIS_USER_MAX_RUNNING); 0 is no cap. Every process that
+// creates or starts jobs must be given the same cap.
+func UserMaxRunning(n int) Option { return func(o *options) { o.userMax = max(n, 0) } }
 
 // Open connects to the database at dsn and checks that it answers. The pool
 // is sized here and nowhere else.
@@ -74,7 +83,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
 		x.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &DB{pool: x, dsn: dsn, log: o.log}, nil
+	return &DB{pool: x, dsn: dsn, log: o.log, userMax: o.userMax}, nil
 }
 
 // Ping checks that the database answers.

@@ -50,6 +50,9 @@ type jobRow struct {
 	Settings              json.RawMessage `db:"settings"`
 	MemoryMB              sql.NullInt32   `db:"memory_mb"`
 	Stats                 []byte          `db:"stats"`
+	Priority              int             `db:"priority"`
+	Held                  bool            `db:"held"`
+	SpiderMaxRunning      sql.NullInt32   `db:"spider_max_running"`
 }
 
 func (r jobRow) toJob() scrapethis.Job {
@@ -64,6 +67,12 @@ func (r jobRow) toJob() scrapethis.Job {
 		ItemsScraped:   r.ItemsScraped,
 		Attempts:       r.Attempts,
 		CreatedAt:      r.CreatedAt,
+		Priority:       r.Priority,
+		Held:           r.Held,
+	}
+	if r.SpiderMaxRunning.Valid {
+		v := int(r.SpiderMaxRunning.Int32)
+		j.SpiderMaxRunning = &v
 	}
 	if r.TimeoutSeconds.Valid {
 		v := int(r.TimeoutSeconds.Int32)
@@ -115,7 +124,8 @@ const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_
 	j.worker_id, j.attempts, j.cancel_requested_at, j.created_at, j.started_at, j.finished_at,
 	j.version_id, v.label AS version_label, p.name AS project, v.sha256 AS version_sha256,
 	v.content_type AS version_content_type, v.kind AS version_kind, v.settings_module AS version_settings_module,
-	v.spiders->>s.name AS version_path, j.settings, j.memory_mb, j.stats`
+	v.spiders->>s.name AS version_path, j.settings, j.memory_mb, j.stats,
+	j.priority, j.held, s.max_running AS spider_max_running`
 
 // jobJoins follow "FROM jobs j" (or a CTE j of jobs rows) for jobColumns.
 const jobJoins = `JOIN spiders s ON s.id = j.spider_id
@@ -204,12 +214,13 @@ func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, 
 	return d.Job(ctx, userID, id)
 }
 
-// PendingJobs pages through pending jobs created before olderThan, in
-// (created_at, id) order after the cursor; the reconciler walks it.
+// PendingJobs pages through queued pending jobs (not held back by a cap)
+// created before olderThan, in (created_at, id) order after the cursor;
+// the reconciler walks it.
 func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error) {
 	var rows []jobRow
 	err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM jobs j `+jobJoins+`
-		WHERE j.status = 'pending' AND j.created_at < $1 AND (j.created_at, j.id) > ($2, $3)
+		WHERE j.status = 'pending' AND NOT j.held AND j.created_at < $1 AND (j.created_at, j.id) > ($2, $3)
 		ORDER BY j.created_at, j.id LIMIT $4`, olderThan, after.CreatedAt, after.ID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list pending jobs: %w", err)
@@ -223,18 +234,27 @@ func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderT
 
 // StartJob moves a pending, uncancelled job to running for the worker. It
 // reports false, with the job as it stands, when the job is not pending (a
-// duplicate delivery, a cancel, a final job): then nothing must run.
+// duplicate delivery, a cancel, a final job) or is held back by a cap (the
+// job comes back Held: see fairshare.go): then nothing must run. A job no
+// cap applies to starts in one statement.
 func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job, bool, error) {
+	if d.userMax > 0 {
+		return d.startCapped(ctx, id, workerID)
+	}
 	var r jobRow
 	err := d.get(ctx, &r, `
 		WITH j AS (
 			UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
-			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL
+			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL AND NOT held
+				AND (SELECT c.max_running FROM spiders c WHERE c.id = jobs.spider_id) IS NULL
 			RETURNING *
 		)
 		SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID)
 	if errors.Is(err, sql.ErrNoRows) {
 		j, err := d.JobByID(ctx, id)
+		if err == nil && j.Status == scrapethis.StatusPending && j.CancelRequestedAt == nil && !j.Held && j.SpiderMaxRunning != nil {
+			return d.startCapped(ctx, id, workerID)
+		}
 		return j, false, err
 	}
 	if err != nil {

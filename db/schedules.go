@@ -27,6 +27,7 @@ type scheduleRow struct {
 	Enabled        bool            `db:"enabled"`
 	TimeoutSeconds sql.NullInt32   `db:"timeout_seconds"`
 	NoOverlap      bool            `db:"no_overlap"`
+	Priority       int             `db:"priority"`
 	NextRunAt      sql.NullTime    `db:"next_run_at"`
 	LastRunAt      sql.NullTime    `db:"last_run_at"`
 	CreatedAt      time.Time       `db:"created_at"`
@@ -45,6 +46,7 @@ func (r scheduleRow) toSchedule() scrapethis.Schedule {
 		Arguments:  r.Arguments,
 		Enabled:    r.Enabled,
 		NoOverlap:  r.NoOverlap,
+		Priority:   &r.Priority,
 		NextRunAt:  nullTime(r.NextRunAt),
 		LastRunAt:  nullTime(r.LastRunAt),
 		CreatedAt:  r.CreatedAt.UTC(),
@@ -60,9 +62,17 @@ func (r scheduleRow) toSchedule() scrapethis.Schedule {
 // scheduleColumns are selected from schedules sc joined to spiders s.
 const scheduleColumns = `sc.id, sc.user_id, sc.spider_id, s.name AS spider_name, sc.name, sc.cron, sc.timezone,
 	sc.arguments, sc.enabled, sc.timeout_seconds, sc.no_overlap, sc.next_run_at, sc.last_run_at,
-	sc.created_at, sc.updated_at`
+	sc.created_at, sc.updated_at, sc.priority`
 
 const errScheduleNotFound = "Schedule not found"
+
+// schedulePriority is a schedule's priority to store: nil is the default.
+func schedulePriority(p *int) int {
+	if p == nil {
+		return scrapethis.PriorityDefault
+	}
+	return *p
+}
 
 func scheduleArgs(a json.RawMessage) []byte {
 	if len(a) == 0 {
@@ -89,13 +99,13 @@ func (d *DB) CreateSchedule(ctx context.Context, sc scrapethis.Schedule) (scrape
 			SELECT id, name FROM spiders WHERE id = $2 AND user_id = $3 AND deleted_at IS NULL
 		), sc AS (
 			INSERT INTO schedules (id, user_id, spider_id, name, cron, timezone, arguments, enabled,
-				timeout_seconds, no_overlap, next_run_at)
-			SELECT $1, $3, s.id, $4, $5, $6, $7, $8, $9, $10, $11 FROM s
+				timeout_seconds, no_overlap, next_run_at, priority)
+			SELECT $1, $3, s.id, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM s
 			RETURNING *
 		)
 		SELECT `+scheduleColumns+` FROM sc JOIN s ON s.id = sc.spider_id`,
 		id.String(), sc.SpiderID, sc.UserID, sc.Name, sc.Cron, sc.Timezone, scheduleArgs(sc.Arguments),
-		sc.Enabled, sc.TimeoutSeconds, sc.NoOverlap, sc.NextRunAt)
+		sc.Enabled, sc.TimeoutSeconds, sc.NoOverlap, sc.NextRunAt, schedulePriority(sc.Priority))
 	if err != nil {
 		err = translate(err, "Spider not found")
 		if scrapethis.ErrorCode(err) == scrapethis.EInternal {
@@ -168,13 +178,13 @@ func (d *DB) UpdateSchedule(ctx context.Context, userID, id string, fn func(*scr
 		err = tx.GetContext(ctx, &r, `
 			WITH sc AS (
 				UPDATE schedules SET cron = $2, timezone = $3, arguments = $4, enabled = $5,
-					timeout_seconds = $6, no_overlap = $7, next_run_at = $8, updated_at = now()
+					timeout_seconds = $6, no_overlap = $7, next_run_at = $8, priority = $9, updated_at = now()
 				WHERE id = $1
 				RETURNING *
 			)
 			SELECT `+scheduleColumns+` FROM sc JOIN spiders s ON s.id = sc.spider_id`,
 			sc.ID, sc.Cron, sc.Timezone, scheduleArgs(sc.Arguments), sc.Enabled, sc.TimeoutSeconds,
-			sc.NoOverlap, sc.NextRunAt)
+			sc.NoOverlap, sc.NextRunAt, schedulePriority(sc.Priority))
 		if err != nil {
 			return fmt.Errorf("update schedule: %w", err)
 		}
@@ -326,7 +336,7 @@ func (d *DB) FireDueSchedules(ctx context.Context, now time.Time, limit int, pla
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT fire`); err != nil {
 				return fmt.Errorf("fire schedules: %w", err)
 			}
-			if err := fireOne(ctx, tx, &o); err != nil {
+			if err := fireOne(ctx, tx, &o, d.userMax); err != nil {
 				o.Job, o.Skipped, o.Duplicate, o.Err = nil, false, false, err
 				if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT fire`); err != nil {
 					return fmt.Errorf("fire schedules: %w", err)
@@ -351,7 +361,7 @@ func (d *DB) FireDueSchedules(ctx context.Context, now time.Time, limit int, pla
 
 // fireOne starts the job of one locked due schedule, unless no_overlap
 // holds it back, and advances the schedule.
-func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome) error {
+func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome, userMax int) error {
 	sc := o.Schedule
 	if o.Fire.At.IsZero() {
 		return advanceSchedule(ctx, tx, sc.ID, o.Fire.Next, nil)
@@ -371,8 +381,8 @@ func fireOne(ctx context.Context, tx *sqlx.Tx, o *FireOutcome) error {
 	at := o.Fire.At
 	jobs, errs, err := insertJobs(ctx, tx.SelectContext, []scrapethis.NewJob{{
 		UserID: sc.UserID, SpiderID: sc.SpiderID, Arguments: sc.Arguments, TimeoutSeconds: sc.TimeoutSeconds,
-		ScheduleID: &sc.ID, ScheduledFor: &at,
-	}})
+		ScheduleID: &sc.ID, ScheduledFor: &at, Priority: sc.Priority,
+	}}, userMax)
 	switch {
 	case err != nil:
 		return fmt.Errorf("fire schedule %s: insert job: %w", sc.ID, err)

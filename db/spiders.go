@@ -12,7 +12,7 @@ import (
 	"github.com/scrapethis/scrapethis"
 )
 
-const spiderColumns = `id, user_id, name, repo_path, created_at,
+const spiderColumns = `id, user_id, name, repo_path, created_at, max_running,
 	(SELECT pr.name FROM projects pr WHERE pr.id = spiders.project_id) AS project`
 
 // spiderRow is a spider as SQL sees it.
@@ -23,19 +23,29 @@ type spiderRow struct {
 	RepoPath  string         `db:"repo_path"`
 	CreatedAt time.Time      `db:"created_at"`
 	Project   sql.NullString `db:"project"`
+	MaxRun    sql.NullInt32  `db:"max_running"`
 }
 
 func (r spiderRow) toSpider() scrapethis.Spider {
-	return scrapethis.Spider{ID: r.ID, UserID: r.UserID, Name: r.Name, RepoPath: r.RepoPath, Project: nullString(r.Project), CreatedAt: r.CreatedAt}
+	s := scrapethis.Spider{ID: r.ID, UserID: r.UserID, Name: r.Name, RepoPath: r.RepoPath, Project: nullString(r.Project), CreatedAt: r.CreatedAt}
+	if r.MaxRun.Valid {
+		v := int(r.MaxRun.Int32)
+		s.MaxRunning = &v
+	}
+	return s
 }
 
 // CreateSpider registers a spider; a live spider of the same name for the
-// same user is a conflict.
-func (d *DB) CreateSpider(ctx context.Context, userID, name, repoPath string) (scrapethis.Spider, error) {
+// same user is a conflict. maxRunning caps its running jobs (nil: none).
+func (d *DB) CreateSpider(ctx context.Context, userID, name, repoPath string, maxRunning ...*int) (scrapethis.Spider, error) {
+	var cap *int
+	if len(maxRunning) > 0 {
+		cap = maxRunning[0]
+	}
 	var r spiderRow
 	err := d.get(ctx, &r, `
-		INSERT INTO spiders (id, user_id, name, repo_path) VALUES ($1, $2, $3, $4)
-		RETURNING `+spiderColumns, uuid.NewString(), userID, name, repoPath)
+		INSERT INTO spiders (id, user_id, name, repo_path, max_running) VALUES ($1, $2, $3, $4, $5)
+		RETURNING `+spiderColumns, uuid.NewString(), userID, name, repoPath, cap)
 	if isUniqueViolation(err) {
 		return scrapethis.Spider{}, scrapethis.Errorf(scrapethis.EConflict, "A spider named %q already exists", name)
 	}
@@ -112,4 +122,32 @@ func deleteSpider(ctx context.Context, tx *sqlx.Tx, userID, id string) error {
 		return fmt.Errorf("delete spider: %w", err)
 	}
 	return nil
+}
+
+// SetSpiderMaxRunning changes the cap of the user's live spider (nil: no
+// cap) and lets go, under the new cap, the held jobs that now have room:
+// enqueue the jobs returned. A lowered cap stops no running job; a job
+// queued before it that would start beyond it is held back when a worker
+// takes it.
+func (d *DB) SetSpiderMaxRunning(ctx context.Context, userID, id string, maxRunning *int) (scrapethis.Spider, []scrapethis.Job, error) {
+	if !canonicalID(id) {
+		return scrapethis.Spider{}, nil, scrapethis.Errorf(scrapethis.ENotFound, "Spider not found")
+	}
+	var r spiderRow
+	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := lockUser(ctx, tx, userID); err != nil {
+			return err
+		}
+		err := tx.GetContext(ctx, &r, `UPDATE spiders SET max_running = $3
+			WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING `+spiderColumns, id, userID, maxRunning)
+		if err := translate(err, "Spider not found"); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return scrapethis.Spider{}, nil, err
+	}
+	let, err := d.AdmitHeld(ctx, userID)
+	return r.toSpider(), let, err
 }

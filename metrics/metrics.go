@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"context"
 	"database/sql"
 	"net/http"
 	"strconv"
@@ -37,6 +38,9 @@ type Metrics struct {
 	jobsScheduled prometheus.Counter
 	firesSkipped  prometheus.Counter
 	enqueueFailed prometheus.Counter
+
+	jobsHeld  prometheus.Counter
+	jobsLetGo prometheus.Counter
 }
 
 // New registers the platform's metrics, with the Go runtime's and the
@@ -94,6 +98,14 @@ func New(reg *prometheus.Registry) *Metrics {
 			Name: "scrapethis_schedule_enqueue_failures_total",
 			Help: "Scheduled jobs committed but not handed to Redis at once (the reconciler enqueues them later).",
 		}),
+		jobsHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_held_total",
+			Help: "Jobs held back by a concurrency cap (SCRAPETHIS_USER_MAX_RUNNING or a spider's max_running), when created or when a worker took them.",
+		}),
+		jobsLetGo: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "scrapethis_jobs_let_go_total",
+			Help: "Held jobs let go to the queue because a cap allowed them.",
+		}),
 	}
 	// Every status from the start, so that rate() and alerts see a zero
 	// rather than no series; "pending" counts jobs handed back to the queue.
@@ -107,6 +119,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		m.jobsCreated, m.jobsStarted, m.jobsFinished, m.itemsStored,
 		m.cancelLatency, m.spidersRunning, m.jobsReaped,
 		m.jobsScheduled, m.firesSkipped, m.enqueueFailed,
+		m.jobsHeld, m.jobsLetGo,
 	)
 	return m
 }
@@ -118,6 +131,24 @@ func New(reg *prometheus.Registry) *Metrics {
 // twice.
 func (m *Metrics) CollectQueues(inspector *asynq.Inspector) error {
 	return m.reg.Register(asynqmetrics.NewQueueMetricsCollector(inspector))
+}
+
+// CollectHeld adds scrapethis_jobs_held, the jobs held back by a cap now,
+// read from Postgres by count at each scrape. Like the queue metrics,
+// register it on one kind of process only (the API).
+func (m *Metrics) CollectHeld(count func(context.Context) (int, error)) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "scrapethis_jobs_held",
+		Help: "Pending jobs held back now by a concurrency cap (SCRAPETHIS_USER_MAX_RUNNING or a spider's max_running); -1 when Postgres did not answer.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n, err := count(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(n)
+	}))
 }
 
 // PoolStats is what a connection pool reports; *db.DB has it.
@@ -193,3 +224,9 @@ func knownMethod(m string) string {
 	}
 	return "other"
 }
+
+// JobsHeld counts jobs held back by a cap.
+func (m *Metrics) JobsHeld(n int) { m.jobsHeld.Add(float64(n)) }
+
+// JobsLetGo counts held jobs let go.
+func (m *Metrics) JobsLetGo(n int) { m.jobsLetGo.Add(float64(n)) }

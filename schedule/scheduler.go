@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/scrapethis/scrapethis"
@@ -151,6 +152,7 @@ func (s *Scheduler) fireBatch(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	started, skipped := 0, 0
+	var held []string // users with jobs a cap held back
 	for _, o := range outcomes {
 		log := s.log.With("schedule_id", o.Schedule.ID, "spider", o.Schedule.SpiderName, "fire_time", o.Fire.At)
 		switch {
@@ -163,8 +165,24 @@ func (s *Scheduler) fireBatch(ctx context.Context, now time.Time) (int, error) {
 			log.Info("a job for this fire time already exists")
 		case o.Job != nil:
 			started++
-			s.enqueue(ctx, *o.Job)
-			log.Info("scheduled job started", "job_id", o.Job.ID)
+			if o.Job.Held {
+				if !slices.Contains(held, o.Job.UserID) {
+					held = append(held, o.Job.UserID)
+				}
+			} else {
+				s.enqueue(ctx, *o.Job)
+			}
+			log.Info("scheduled job started", "job_id", o.Job.ID, "held", o.Job.Held)
+		}
+	}
+	// Jobs subject to a cap were inserted held: let go those with room.
+	for _, u := range held {
+		let, err := s.db.AdmitHeld(ctx, u)
+		if err != nil {
+			s.log.Warn("held jobs not let go; the workers' reconciler will", "user_id", u, "err", err)
+		}
+		for _, j := range let {
+			s.enqueue(ctx, j)
 		}
 	}
 	if started > 0 {

@@ -22,7 +22,7 @@ func TestPipelinedEnqueue(t *testing.T) {
 	defer q.Close()
 	ctx := context.Background()
 	job := func(i int) scrapethis.Job {
-		return scrapethis.Job{ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), SpiderName: "s"}
+		return scrapethis.Job{ID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i), SpiderName: "s", Priority: scrapethis.PriorityDefault}
 	}
 	pending := func(want int) {
 		t.Helper()

@@ -13,12 +13,15 @@ import (
 )
 
 // taskKey is where asynq keeps a task's hash (asynq internal/base.TaskKey).
-func taskKey(id string) string { return "asynq:{" + Queue + "}:t:" + id }
+func taskKey(queue, id string) string { return "asynq:{" + queue + "}:t:" + id }
 
-// pendingLister pages through committed pending jobs, and says which
-// jobs' tasks live workers hold.
+// pendingLister pages through committed queued pending jobs, lets go the
+// held jobs of users that have room, and says which jobs' tasks live
+// workers hold (*db.DB is one).
 type pendingLister interface {
 	PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderThan time.Time, limit int) ([]scrapethis.Job, error)
+	HeldUsers(ctx context.Context, limit int) ([]string, error)
+	AdmitHeld(ctx context.Context, userID string) ([]scrapethis.Job, error)
 	HeldJobs(ctx context.Context, liveWithin time.Duration) (map[string]bool, error)
 }
 
@@ -78,12 +81,19 @@ func (r *Reconciler) Run(ctx context.Context) {
 	}
 }
 
-// Pass walks all pending jobs once, a page at a time: one Postgres query
-// and one pipelined Redis round trip per page, then an enqueue for each job
-// whose task is missing or will never run. It returns how many it enqueued.
+// Pass first lets go the held jobs that have room (after a process died
+// between a job's end and the admission that should have followed it, or a
+// cap was raised), then walks all queued pending jobs once, a page at a
+// time: one Postgres query and one pipelined Redis round trip per page,
+// then an enqueue for each job whose task is missing or will never run.
+// Held jobs are not Redis's and are never enqueued here. It returns how
+// many it enqueued.
 func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 	olderThan := time.Now().Add(-r.minAge)
-	cursor := scrapethis.JobCursor{ID: "00000000-0000-0000-0000-000000000000"}
+	users, err := r.jobs.HeldUsers(ctx, r.page)
+	if err != nil {
+		return 0, err
+	}
 	enqueued := 0
 	var held map[string]bool
 	stuckNow := map[string]bool{}
@@ -94,6 +104,19 @@ func (r *Reconciler) Pass(ctx context.Context) (int, error) {
 			}
 		}
 	}()
+	for _, u := range users {
+		let, err := r.jobs.AdmitHeld(ctx, u)
+		if err != nil {
+			return 0, err
+		}
+		for _, j := range let {
+			// A failure leaves the job queued in Postgres: the walk enqueues it.
+			if ok, err := r.queuer.EnsureQueued(ctx, j); err == nil && ok {
+				enqueued++
+			}
+		}
+	}
+	cursor := scrapethis.JobCursor{ID: "00000000-0000-0000-0000-000000000000"}
 	for {
 		jobs, err := r.jobs.PendingJobs(ctx, cursor, olderThan, r.page)
 		if err != nil {
@@ -156,7 +179,7 @@ func (r *Reconciler) taskStates(ctx context.Context, jobs []scrapethis.Job) ([]s
 	pipe := r.queuer.rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, len(jobs))
 	for i, j := range jobs {
-		cmds[i] = pipe.HGet(ctx, taskKey(j.ID), "state")
+		cmds[i] = pipe.HGet(ctx, taskKey(QueueFor(j.Priority), j.ID), "state")
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read task states: %w", err)

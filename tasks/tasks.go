@@ -18,8 +18,29 @@ import (
 // TypeRunSpider names the task that runs one job's spider.
 const TypeRunSpider = "spider:run"
 
-// Queue is the asynq queue spider tasks go to.
+// Queue is the asynq queue of spider tasks of the default priority (2).
 const Queue = "spiders"
+
+// QueueFor names the asynq queue of spider tasks of a priority: "spiders"
+// for the default, "spiders-0" to "spiders-4" for the others. Workers serve
+// them with strict priority: a free slot takes from the highest non-empty
+// queue, and a queue is first in, first out.
+func QueueFor(priority int) string {
+	if priority == scrapethis.PriorityDefault || priority < scrapethis.PriorityMin || priority > scrapethis.PriorityMax {
+		return Queue
+	}
+	return fmt.Sprintf("%s-%d", Queue, priority)
+}
+
+// Queues are the spider queues with their asynq weights, for a server
+// with StrictPriority: the higher the priority, the higher the weight.
+func Queues() map[string]int {
+	m := make(map[string]int, scrapethis.PriorityMax+1)
+	for p := scrapethis.PriorityMin; p <= scrapethis.PriorityMax; p++ {
+		m[QueueFor(p)] = p + 1
+	}
+	return m
+}
 
 // MaxRetry is how often asynq re-delivers a task whose handler failed. The
 // handler fails only when it could not reach Postgres to start or end the
@@ -52,7 +73,7 @@ func runOptions(j scrapethis.Job, id string) []asynq.Option {
 	if j.TimeoutSeconds != nil {
 		timeout = time.Duration(*j.TimeoutSeconds)*time.Second + 10*time.Minute
 	}
-	return []asynq.Option{asynq.TaskID(id), asynq.Queue(Queue), asynq.MaxRetry(MaxRetry), asynq.Timeout(timeout)}
+	return []asynq.Option{asynq.TaskID(id), asynq.Queue(QueueFor(j.Priority)), asynq.MaxRetry(MaxRetry), asynq.Timeout(timeout)}
 }
 
 // ParseRunSpiderPayload decodes a task body.
@@ -122,7 +143,7 @@ func (q *Queuer) EnsureQueued(ctx context.Context, j scrapethis.Job) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	return q.ensure(ctx, t, Queue, j.ID)
+	return q.ensure(ctx, t, QueueFor(j.Priority), j.ID)
 }
 
 // ensure enqueues t (TaskID id on queue), replacing a task of that id that
@@ -170,8 +191,9 @@ func (q *Queuer) EnqueueAgain(ctx context.Context, j scrapethis.Job) error {
 // Withdraw removes a job's task wherever it waits (pending, retry,
 // scheduled, archived), and asks the worker running it, if any, to cancel
 // it through asynq's cancel channel.
-func (q *Queuer) Withdraw(ctx context.Context, jobID string) error {
-	err := q.inspector.DeleteTask(Queue, jobID)
+func (q *Queuer) Withdraw(ctx context.Context, j scrapethis.Job) error {
+	jobID := j.ID
+	err := q.inspector.DeleteTask(QueueFor(j.Priority), jobID)
 	switch {
 	case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return nil
@@ -193,6 +215,6 @@ func (q *Queuer) Cancel(_ context.Context, jobID string) error {
 // Forget deletes a job's task if it waits in retry or any other inactive
 // state; an active task or none at all is left alone. Workers call it after
 // asynq moved a cancelled task to retry, so that it does not linger.
-func (q *Queuer) Forget(jobID string) {
-	_ = q.inspector.DeleteTask(Queue, jobID)
+func (q *Queuer) Forget(j scrapethis.Job) {
+	_ = q.inspector.DeleteTask(QueueFor(j.Priority), j.ID)
 }

@@ -118,9 +118,21 @@ func (w *Worker) reapLoop(ctx context.Context) {
 		}
 		if len(lost) > 0 {
 			w.metrics.JobsReaped(len(lost))
+			users := map[string]bool{}
 			for _, j := range lost {
 				w.log.Warn("job's worker is gone; job ended", "job_id", j.ID, "spider", j.Spider, "user_id", j.UserID,
 					"status", j.Status, "reason", "worker lost")
+				users[j.UserID] = true
+			}
+			// Their places are free: let their users' held jobs go.
+			for u := range users {
+				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				let, err := w.db.AdmitHeld(actx, u)
+				if err != nil {
+					w.log.Warn("held jobs not let go; the reconciler will", "user_id", u, "err", err)
+				}
+				w.enqueueLetGo(actx, let)
+				cancel()
 			}
 		}
 	})

@@ -451,6 +451,9 @@ func (r *run) finish(ctx context.Context, out outcome) {
 	}
 	r.w.metrics.JobFinished(string(out.status))
 	r.log.Info("job ended", "status", out.status, "reason", deref(out.reason))
+	if out.status != scrapethis.StatusPending {
+		r.w.release(r.job) // a handed-back job keeps its place
+	}
 }
 
 func deref(s *string) string {

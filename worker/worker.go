@@ -51,6 +51,9 @@ type Metrics interface {
 	Cancelled(latency time.Duration)
 	JobFinished(status string)
 	JobsReaped(n int)
+	// JobsHeld counts jobs held back by a cap; JobsLetGo held jobs let go.
+	JobsHeld(n int)
+	JobsLetGo(n int)
 }
 
 type noMetrics struct{}
@@ -61,6 +64,8 @@ func (noMetrics) ItemsStored(int)         {}
 func (noMetrics) Cancelled(time.Duration) {}
 func (noMetrics) JobFinished(string)      {}
 func (noMetrics) JobsReaped(int)          {}
+func (noMetrics) JobsHeld(int)            {}
+func (noMetrics) JobsLetGo(int)           {}
 
 // Worker is one worker process's job runner.
 type Worker struct {
@@ -167,7 +172,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer g.close()
 	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
-		Queues:                   map[string]int{tasks.Queue: 1},
+		Queues:                   tasks.Queues(),
+		StrictPriority:           true,
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: time.Second,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout + w.cfg.CancelGrace + 10*time.Second,
@@ -371,8 +377,15 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("start job %s: %w", p.JobID, err)
 	}
 	if !started {
-		// Cancelled, final, or already running elsewhere: nothing to run.
-		w.log.Debug("task skipped", "job_id", job.ID, "status", job.Status)
+		// Cancelled, final, already running elsewhere, or held back by a
+		// cap: nothing to run. A job held back here gave up its place in
+		// the queue, which may let another of its user's jobs go.
+		w.log.Debug("task skipped", "job_id", job.ID, "status", job.Status, "held", job.Held)
+		if job.Held {
+			w.metrics.JobsHeld(1)
+			release()
+			w.release(job)
+		}
 		return nil
 	}
 
@@ -410,8 +423,34 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 	<-done
 	// asynq has already moved the task to retry; the job is final or
 	// handed back, so that retry must not linger.
-	w.queuer.Forget(job.ID)
+	w.queuer.Forget(job)
 	return nil
+}
+
+// release enqueues the held jobs of job's user that its end (or its being
+// held back) let go. A failure is logged: the jobs are queued in Postgres,
+// and the reconciler enqueues them, or lets them go if that did not happen.
+func (w *Worker) release(job scrapethis.Job) {
+	ctx, cancel := context.WithTimeout(w.hardCtx, 10*time.Second)
+	defer cancel()
+	let, err := w.db.Release(ctx, job)
+	if err != nil {
+		w.log.Warn("held jobs not let go; the reconciler will", "user_id", job.UserID, "err", err)
+	}
+	w.enqueueLetGo(ctx, let)
+}
+
+// enqueueLetGo enqueues held jobs just let go, best first.
+func (w *Worker) enqueueLetGo(ctx context.Context, jobs []scrapethis.Job) {
+	if len(jobs) == 0 {
+		return
+	}
+	w.metrics.JobsLetGo(len(jobs))
+	for _, j := range jobs {
+		if err := w.queuer.Enqueue(ctx, j); err != nil {
+			w.log.Warn("enqueue of a job let go failed; the reconciler will retry", "job_id", j.ID, "err", err)
+		}
+	}
 }
 
 func (w *Worker) cancelRequested(id string) bool {

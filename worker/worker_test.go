@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jmoiron/sqlx"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scrapethis/scrapethis"
@@ -47,7 +48,8 @@ func TestMain(m *testing.M) {
 func childWorker(dsn string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	store, err := db.Open(ctx, dsn)
+	userMax, _ := strconv.Atoi(os.Getenv("WORKER_CHILD_USER_MAX"))
+	store, err := db.Open(ctx, dsn, db.UserMaxRunning(userMax))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -55,7 +57,7 @@ func childWorker(dsn string) int {
 	opt, _ := redis.ParseURL(os.Getenv("WORKER_CHILD_REDIS"))
 	rdb := redis.NewClient(opt)
 	cfg := testConfig(os.Getenv("WORKER_CHILD_SPIDERS"))
-	cfg.CacheDir = os.Getenv("WORKER_CHILD_CACHE")
+	cfg.CacheDir = os.Getenv("WORKER_CHILD_CACHE") // child workers at once must not share a cache
 	debug.SetMemoryLimit(worker.MemoryLimit(cfg))
 	if err := worker.New(cfg, store, rdb, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -111,6 +113,7 @@ type bundle struct {
 	queuer   *tasks.Queuer
 	spiders  string
 	userID   string
+	sql      *sqlx.DB // fixture connection, set by setupCapped
 }
 
 func setup(t *testing.T) *bundle {

@@ -54,7 +54,7 @@ func connect(ctx context.Context, getenv func(string) string, withRedis bool) (*
 	// Libraries that log through the standard logger (asynq's collectors)
 	// then log as structured lines too.
 	slog.SetDefault(d.log)
-	d.db, err = db.Open(ctx, cfg.DatabaseURL, db.MaxConns(cfg.DBMaxConns), db.Logger(d.log))
+	d.db, err = db.Open(ctx, cfg.DatabaseURL, db.MaxConns(cfg.DBMaxConns), db.Logger(d.log), db.UserMaxRunning(cfg.UserMaxRunning))
 	if err != nil {
 		return nil, fmt.Errorf("%w (is Postgres running at DATABASE_URL, and has `scrapethis migrate` run?)", err)
 	}

@@ -32,6 +32,9 @@ func apiOps(d *deps, m *metrics.Metrics, queuer *tasks.Queuer) (api.Ops, func(),
 	if err := m.CollectQueues(queuer.Inspector()); err != nil {
 		return api.Ops{}, nil, fmt.Errorf("queue metrics: %w", err)
 	}
+	if err := m.CollectHeld(d.db.HeldJobCount); err != nil {
+		return api.Ops{}, nil, fmt.Errorf("held jobs metric: %w", err)
+	}
 	ops := api.Ops{
 		Metrics:       m,
 		Prometheus:    m.Handler(),

@@ -39,6 +39,7 @@ type Sizes struct {
 	DeployMB       int // the size of the uploaded archive's random payload
 	CompletionJobs int
 	CancelJobs     int
+	FloodJobs      int // jobs one user floods a capped spider with (fair share)
 	Items          int
 	ListRows       int           // job rows in the table
 	ListUserRows   int           // of which the listed user's (at least 50 with status error)
@@ -59,6 +60,7 @@ func FullSizes() Sizes {
 		DeployMB:       20,
 		CompletionJobs: 3000,
 		CancelJobs:     100,
+		FloodJobs:      1000,
 		Items:          1_000_000,
 		ListRows:       1_000_000,
 		ListUserRows:   100_000,
@@ -80,6 +82,7 @@ func QuickSizes() Sizes {
 		DeployMB:       20,
 		CompletionJobs: 600,
 		CancelJobs:     30,
+		FloodJobs:      1000,
 		Items:          100_000,
 		ListRows:       200_000,
 		ListUserRows:   20_000,
@@ -115,7 +118,7 @@ type Config struct {
 
 // ScenarioKeys name the scenarios for Config.Only, in the order they run.
 func ScenarioKeys() []string {
-	return []string{"create", "idle", "dispatch", "deploy", "completion", "sandbox", "cancel", "items", "list"}
+	return []string{"create", "idle", "dispatch", "deploy", "completion", "sandbox", "cancel", "fairshare", "items", "list"}
 }
 
 // Benchmarker is one run of the benchmark: its connections, its child
@@ -222,6 +225,7 @@ func (b *Benchmarker) scenarios() []scenario {
 		{"completion", "job completion throughput", b.completionThroughput},
 		{"sandbox", "sandbox cost", b.sandboxCost},
 		{"cancel", "cancel latency", b.cancelLatency},
+		{"fairshare", "fair share", b.fairShare},
 		{"items", "item ingestion", b.itemIngestion},
 		{"list", "list latency", b.listLatency},
 		{"", "memory", b.memory},

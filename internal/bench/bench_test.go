@@ -32,6 +32,7 @@ func tinySizes() Sizes {
 		DeployMB:       1,
 		CompletionJobs: 10,
 		CancelJobs:     2,
+		FloodJobs:      20,
 		Items:          2000,
 		ListRows:       2000,
 		ListUserRows:   1000, // 80 of them with status error: a full page

@@ -68,12 +68,15 @@ type Results struct {
 	Describe string         // the machine and versions, in one line
 	Meta     map[string]any // the machine, versions and sizes
 	Rows     []Row
+	// prefix starts the name of every row added while it is set, for a
+	// scenario run again under other conditions (see fairshare.go).
+	prefix string
 }
 
 // add appends a row. higherIsBetter says how the ratio is formed; baseline
 // may be nil; t may be nil.
 func (r *Results) add(name string, value float64, unit string, baseline *float64, higherIsBetter bool, t *target, note string) {
-	row := Row{Name: name, Value: round(value), Unit: unit, Note: note}
+	row := Row{Name: r.prefix + name, Value: round(value), Unit: unit, Note: note}
 	if baseline != nil {
 		b := round(*baseline)
 		row.Baseline = &b
