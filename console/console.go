@@ -284,12 +284,12 @@ func (c *Console) render(p *page, status int, name string, data map[string]any) 
 	c.send(p, status, "text/html; charset=utf-8", buf.Bytes())
 }
 
-// fragment executes a template without the layout: a part of a page that
-// the script swaps in.
+// fragment executes a shared template (templates/_NAME.html) without the
+// layout: a part of the job page that its script swaps in.
 func (c *Console) fragment(p *page, name string, data map[string]any) error {
 	data["Session"] = p.session
 	var buf bytes.Buffer
-	if err := c.pages[name].ExecuteTemplate(&buf, name, data); err != nil {
+	if err := c.pages["job"].ExecuteTemplate(&buf, name, data); err != nil {
 		return fmt.Errorf("render fragment %s: %w", name, err)
 	}
 	c.send(p, http.StatusOK, "text/html; charset=utf-8", buf.Bytes())

@@ -147,7 +147,7 @@ func (c *Console) job(p *page) error {
 	if err != nil {
 		return err
 	}
-	data := map[string]any{"Title": "Job " + j.ID[:8] + " · " + j.SpiderName, "Job": j}
+	data := map[string]any{"Title": "Job " + shortID(j.ID) + " · " + j.SpiderName, "Job": j}
 	if err := c.addItems(p, j, data); err != nil {
 		return err
 	}
@@ -270,7 +270,7 @@ func (c *Console) download(p *page) error {
 	if err != nil {
 		return fmt.Errorf("download request: %w", err)
 	}
-	p.w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="job-%s-%s"`, j.ID[:8], file))
+	p.w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="job-%s-%s"`, shortID(j.ID), file))
 	p.rendered = true
 	c.api.ServeAs(p.w, req, p.uid())
 	return nil
@@ -367,7 +367,7 @@ func (c *Console) renderJobForm(p *page, status int, f jobForm, problem *formPro
 		}
 		for _, v := range vs {
 			if v.Status == scrapethis.VersionReady {
-				versions = append(versions, versionOption{v.Label, pr.Name + " " + v.Label + " (" + v.ID[:8] + ")"})
+				versions = append(versions, versionOption{v.Label, pr.Name + " " + v.Label + " (" + shortID(v.ID) + ")"})
 			}
 		}
 	}

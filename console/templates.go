@@ -76,7 +76,7 @@ func randomToken() (string, error) {
 var funcs = template.FuncMap{
 	"when":     when,
 	"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"short":    func(id string) string { return id[:min(8, len(id))] },
+	"short":    shortID,
 	"duration": duration,
 	"final":    func(s scrapethis.Status) bool { return s.Final() },
 	"pretty":   pretty,
@@ -87,7 +87,38 @@ var funcs = template.FuncMap{
 	"bytes":    humanBytes,
 	"cell":     cell,
 	"inc":      func(i int) int { return i + 1 },
+	"keyStats": keyStats,
 }
+
+// keyStat is one of the Scrapy stats a person looks at first.
+type keyStat struct{ Label, Value string }
+
+// keyStats picks the stats worth a glance out of Scrapy's stats, under
+// Scrapy's own names; the whole set is shown below them.
+func keyStats(raw json.RawMessage) []keyStat {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	var out []keyStat
+	for _, k := range []struct{ key, label string }{
+		{"item_scraped_count", "Items scraped"},
+		{"downloader/request_count", "Requests"},
+		{"response_received_count", "Responses"},
+		{"log_count/ERROR", "Errors logged"},
+		{"finish_reason", "Finish reason"},
+		{"elapsed_time_seconds", "Elapsed (s)"},
+	} {
+		if v, ok := m[k.key]; ok {
+			out = append(out, keyStat{k.label, cell(v)})
+		}
+	}
+	return out
+}
+
+// shortID is the last 8 characters of an id: ids are UUIDv7, whose first
+// characters are a timestamp that jobs of the same minute share.
+func shortID(id string) string { return id[max(0, len(id)-8):] }
 
 func derefString(s *string) string {
 	if s == nil {
