@@ -21,6 +21,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,7 +33,6 @@ import (
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/db"
-	"github.com/scrapethis/scrapethis/throttle"
 )
 
 //go:embed templates/*.html
@@ -429,8 +429,8 @@ func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status in
 }
 
 // signin opens a session for a good key. A bad key counts toward the
-// API's auth throttle, which refuses the address for a while past its
-// limit, as it does for API requests.
+// API's failed-authentication throttle, which refuses the address for a
+// while past its limit, here as on the API.
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
@@ -442,20 +442,16 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		c.renderSignin(w, r, http.StatusBadRequest, "This form has expired or did not come from this site; try again.")
 		return
 	}
-	addr := throttle.Addr(r)
-	if lim := c.api.Throttle; lim != nil {
-		if wait, blocked := lim.Blocked(addr); blocked {
-			w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
-			c.renderSignin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address; try again in %s.", wait))
-			return
-		}
+	if wait, blocked := c.api.AuthBlocked(r); blocked {
+		secs := max(1, int(math.Ceil(wait.Seconds())))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		c.renderSignin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address; try again in %d s.", secs))
+		return
 	}
 	s, err := c.db.CreateSession(r.Context(), strings.TrimSpace(r.PostForm.Get("key")), c.ttl)
 	if scrapethis.ErrorCode(err) == scrapethis.EUnauthorized {
-		if lim := c.api.Throttle; lim != nil {
-			lim.Fail(addr)
-		}
-		c.log.Info("console sign-in refused", "addr", addr)
+		c.api.AuthFailed(r)
+		c.log.Info("console sign-in refused", "remote", r.RemoteAddr)
 		c.renderSignin(w, r, http.StatusUnauthorized, "That API key is not valid (unknown or revoked).")
 		return
 	}
