@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 BIN := bin/scrapethis
 
-.PHONY: help run test build lint bench bench-quick services migrate clean
+.PHONY: help run test build lint bench bench-quick services migrate screenshots clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: services build ## the platform benchmark (writes bench/results.json)
 
 bench-quick: services build ## a shorter benchmark, under a minute
 	go run ./cmd/bench -quick
+
+screenshots: services ## retake the console's screenshots in docs/ (its browser test, headless Chromium)
+	go test -count=1 -run TestBrowser ./console/ -args -screenshots
 
 clean: ## remove build output
 	rm -rf bin

@@ -51,6 +51,10 @@ type Server struct {
 	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
 	// set them before calling Handler.
 	Ops Ops
+	// Console, when set, serves every path outside /api/ that no route of
+	// the API or Ops matches (the web console, at /).
+	Console http.Handler
+	as      asUser
 }
 
 // New returns the API server.
@@ -111,14 +115,16 @@ func (s *Server) Close() {
 	s.follows.close()
 }
 
-// Handler returns the route table: every route of the API on one screen.
-func (s *Server) Handler() http.Handler {
+// Handler returns the route table, with every request logged, counted and
+// given its deadlines.
+func (s *Server) Handler() http.Handler { return s.observe(s.deadlines(s.routes())) }
+
+// routes is the route table: every route of the API on one screen.
+func (s *Server) routes() http.Handler {
 	r := routes{httprouter.New()}
 	r.RedirectTrailingSlash = false
 	r.HandleMethodNotAllowed = true
-	r.NotFound = s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		return scrapethis.Errorf(scrapethis.ENotFound, "Not found")
-	})
+	r.NotFound = s.handle(s.notFound)
 	r.MethodNotAllowed = s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return scrapethis.Errorf(scrapethis.EMethodNotAllowed, "Method not allowed")
 	})
@@ -156,7 +162,7 @@ func (s *Server) Handler() http.Handler {
 	r.Handler(http.MethodDelete, "/api/v1/schedules/:id", auth(s.deleteSchedule))
 
 	s.opsRoutes(r)
-	return s.observe(s.deadlines(r))
+	return r
 }
 
 type ctxKey int
@@ -173,6 +179,9 @@ func userID(ctx context.Context) string {
 // "Authorization: Bearer <key>" and answers 401 to any other.
 func (s *Server) authenticate(next handlerFunc) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if uid, ok := r.Context().Value(presetUser{}).(string); ok && uid != "" {
+			return next(w, r.WithContext(context.WithValue(r.Context(), userKey, uid))) // ServeAs
+		}
 		addr := clientAddr(r)
 		key, ok := bearer(r.Header.Get("Authorization"))
 		uid, gen, cached := "", uint64(0), false

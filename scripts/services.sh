@@ -2,7 +2,8 @@
 # Makes sure what ScrapeThis needs on this machine is running: PostgreSQL on
 # 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (started, or installed with apt
 # and started, when missing and we are root), Scrapy for *.py spiders, and
-# python3-venv and pip for deployed projects' requirements.txt.
+# python3-venv and pip for deployed projects' requirements.txt, and Chromium
+# for the web console's browser test.
 # With Docker, `docker compose up -d postgres redis` is the other way.
 set -euo pipefail
 
@@ -69,5 +70,12 @@ if ! /usr/bin/python3 -m pip --version >/dev/null 2>&1; then
   apt_install python3-pip || die "pip is missing: install it (apt-get install python3-pip) to deploy projects with a requirements.txt."
 fi
 
+# Chromium, for the web console's browser test (console/browser_test.go).
+# Optional for running the platform: without it that one test skips, saying so.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  say "Chromium is missing; installing chromium with apt (for the console's browser test)"
+  apt_install chromium fonts-dejavu-core || say "could not install chromium: the console's browser test will skip (apt-get install chromium)"
+fi
+
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is missing: install Go 1.26 or newer from go.dev/dl."
-say "PostgreSQL, Redis, Scrapy, venv and pip are ready"
+say "PostgreSQL, Redis, Scrapy, venv, pip and Chromium are ready"

@@ -20,6 +20,7 @@ import (
 	"github.com/scrapethis/scrapethis/api"
 	"github.com/scrapethis/scrapethis/archive"
 	"github.com/scrapethis/scrapethis/config"
+	"github.com/scrapethis/scrapethis/console"
 	"github.com/scrapethis/scrapethis/db"
 	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/schedule"
@@ -330,6 +331,7 @@ func newAPIServer(d *deps, queuer *tasks.Queuer) *api.Server {
 	srv := api.New(d.db, queuer, d.log)
 	srv.ArchiveLimits = archiveLimits(d.cfg)
 	srv.MaxMemoryMB = d.cfg.Sandbox.MemoryMaxMB
+	srv.Console = console.New(console.Config{API: srv, DB: d.db, Log: d.log})
 	return srv
 }
 

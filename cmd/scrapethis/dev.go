@@ -116,7 +116,8 @@ deploy a Scrapy project (%[5]s is deployed on first start) and run its spider:
 	if !generated {
 		password = "(from SCRAPETHIS_ADMIN_PASSWORD)"
 	}
-	fmt.Fprintf(stdout, `queue monitoring UI: %[1]s%[2]s/  user %[3]s, password %[4]s
+	fmt.Fprintf(stdout, `web console: %[1]s/  (sign in with the API key above)
+queue monitoring UI: %[1]s%[2]s/  user %[3]s, password %[4]s
 metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 
 `, base, api.MonitoringPath, d.cfg.AdminUser, password)

@@ -85,7 +85,7 @@ func (b *Benchmarker) listLatency(ctx context.Context) error {
 		b.res.add(v.name+" p50", ms(percentile(lat, 50)), "ms", ptr(ms(percentile(raw, 50))), false, nil, note)
 		b.res.add(v.name+" p99", ms(percentile(lat, 99)), "ms", ptr(ms(percentile(raw, 99))), false, atMost(5), "")
 	}
-	return nil
+	return b.consoleLatency(ctx, userID, key)
 }
 
 // seedJobs makes the listed user (with a key and a spider) and nine
