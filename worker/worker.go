@@ -292,33 +292,28 @@ func (w *Worker) cacheDir() string {
 // Redis) and fails those building far longer than any inspection takes.
 // An inspection whose worker died is asynq's to deliver again.
 func (w *Worker) versionsLoop(ctx context.Context) {
-	every := 6 * w.cfg.Reconcile
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		vs, err := w.db.BuildingVersions(ctx, time.Now().Add(-2*every), 100)
-		if err != nil {
-			w.log.Debug("building versions not listed", "err", err)
+	period := 6 * w.cfg.Reconcile
+	every(ctx, period, func() { w.reconcileVersions(ctx, period) })
+}
+
+func (w *Worker) reconcileVersions(ctx context.Context, period time.Duration) {
+	vs, err := w.db.BuildingVersions(ctx, time.Now().Add(-2*period), 100)
+	if err != nil {
+		w.log.Debug("building versions not listed", "err", err)
+		return
+	}
+	stale := time.Now().Add(-time.Duration(tasks.InspectRetry+2) * tasks.InspectTimeout)
+	for _, v := range vs {
+		if v.CreatedAt.Before(stale) {
+			if err := w.db.FailVersion(ctx, v.ID, "inspection did not finish; upload the archive again to retry"); err == nil {
+				w.log.Warn("version inspection never finished; marked failed", "version_id", v.ID, "project", v.Project)
+			}
 			continue
 		}
-		stale := time.Now().Add(-time.Duration(tasks.InspectRetry+2) * tasks.InspectTimeout)
-		for _, v := range vs {
-			if v.CreatedAt.Before(stale) {
-				if err := w.db.FailVersion(ctx, v.ID, "inspection did not finish; upload the archive again to retry"); err == nil {
-					w.log.Warn("version inspection never finished; marked failed", "version_id", v.ID, "project", v.Project)
-				}
-				continue
-			}
-			if ok, err := w.queuer.EnqueueInspect(ctx, tasks.InspectPayload{VersionID: v.ID, Project: v.Project, Label: v.Label}); err != nil {
-				w.log.Debug("inspection not enqueued", "version_id", v.ID, "err", err)
-			} else if ok {
-				w.log.Info("inspection enqueued again", "version_id", v.ID, "project", v.Project)
-			}
+		if ok, err := w.queuer.EnqueueInspect(ctx, tasks.InspectPayload{VersionID: v.ID, Project: v.Project, Label: v.Label}); err != nil {
+			w.log.Debug("inspection not enqueued", "version_id", v.ID, "err", err)
+		} else if ok {
+			w.log.Info("inspection enqueued again", "version_id", v.ID, "project", v.Project)
 		}
 	}
 }
