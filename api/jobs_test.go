@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -314,6 +315,9 @@ func TestItemsAndLogs(t *testing.T) {
 		t.Fatalf("jsonl %q", r.body)
 	}
 	b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items?format=xml", key, ""), 400)
+	for _, q := range []string{"offset=-1", "offset=x", "limit=0", "limit=", "offset=1.5"} {
+		b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items?"+q, key, ""), 400)
+	}
 	r = b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/logs", key, ""), 200)
 	if string(r.body) != "line one\nline two\n" || !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("logs %q %s", r.body, r.header.Get("Content-Type"))
@@ -443,4 +447,70 @@ func TestNonCanonicalIDs(t *testing.T) {
 	for _, c := range []string{"-9223372036854775808/" + id, "9223372036854775807/" + id, "1/" + strings.ToUpper(id)} {
 		b.mustStatus(b.do("GET", "/api/v1/jobs?before="+base64.RawURLEncoding.EncodeToString([]byte(c)), key, ""), 400)
 	}
+}
+
+func TestItemsWindowAndCSV(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, key := b.user("a@example.com")
+	_, other := b.user("b@example.com")
+	b.spider(key, "s", "s.py")
+	jobID := b.job(key, `{"spider_name":"s"}`)
+	ctx := context.Background()
+	if _, started, err := b.db.StartJob(ctx, jobID, "w1"); err != nil || !started {
+		t.Fatalf("start: %v %v", started, err)
+	}
+	// More items than one page of the stream, so paging is crossed.
+	items := make([]string, 2500)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"n":%d}`, i)
+	}
+	items[0] = `{"name":"Tea, \"green\"","price":1.5,"tags":["a","b"],"meta":{"x":null},"empty":null}`
+	items[1] = `{"extra":"line one\nline two","name":"  spaced"}`
+	items[2] = `{"n":true,  "name" : "x"}`
+	if err := b.db.AppendItems(ctx, jobID, "w1", 0, items); err != nil {
+		t.Fatal(err)
+	}
+	get := func(q string) string {
+		return string(b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items?"+q, key, ""), 200).body)
+	}
+	var all []map[string]any
+	if err := json.Unmarshal([]byte(get("")), &all); err != nil || len(all) != 2500 || all[2499]["n"] != float64(2499) {
+		t.Fatalf("all items: %d %v", len(all), err)
+	}
+	var window []map[string]any
+	if err := json.Unmarshal([]byte(get("offset=1000&limit=1200")), &window); err != nil || len(window) != 1200 ||
+		window[0]["n"] != float64(1000) || window[1199]["n"] != float64(2199) {
+		t.Fatalf("window: %d %v", len(window), err)
+	}
+	if got := get("format=jsonl&offset=2498"); got != "{\"n\":2498}\n{\"n\":2499}\n" {
+		t.Fatalf("jsonl tail %q", got)
+	}
+	if got := get("offset=2500"); strings.TrimSpace(got) != "[]" {
+		t.Fatalf("past the end %q", got)
+	}
+	if got := get("format=csv&offset=9999"); got != "" {
+		t.Fatalf("csv past the end %q", got)
+	}
+	want := "name,price,tags,meta,empty,extra,n\r\n" +
+		"\"Tea, \"\"green\"\"\",1.5,\"[\"\"a\"\",\"\"b\"\"]\",\"{\"\"x\"\":null}\",,,\r\n" +
+		"\"  spaced\",,,,,\"line one\r\nline two\",\r\n" +
+		"x,,,,,,true\r\n" +
+		",,,,,,3\r\n"
+	r := b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items?format=csv&limit=4", key, ""), 200)
+	if string(r.body) != want {
+		t.Fatalf("csv\n%q\nwant\n%q", r.body, want)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "text/csv; charset=utf-8" {
+		t.Fatalf("csv content type %q", ct)
+	}
+	// The header is the union of the window's keys only.
+	if got := get("format=csv&offset=10&limit=2"); got != "n\r\n10\r\n11\r\n" {
+		t.Fatalf("csv window %q", got)
+	}
+	full := get("format=csv")
+	if n := strings.Count(full, "\r\n"); n != 2502 { // header, 2500 records, one with an embedded newline
+		t.Fatalf("csv lines %d", n)
+	}
+	b.mustStatus(b.do("GET", "/api/v1/jobs/"+jobID+"/items?format=csv", other, ""), 404)
 }
