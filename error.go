@@ -18,6 +18,9 @@ const (
 	EMethodNotAllowed = "method_not_allowed"
 	// ETooManyRequests is a client over a rate limit.
 	ETooManyRequests = "too_many_requests"
+	// EUnprocessable is a well-formed request that contradicts an earlier
+	// one (an Idempotency-Key reused with another body).
+	EUnprocessable = "unprocessable"
 )
 
 // Error is a domain error: a code for machines and a message for people.

@@ -190,6 +190,11 @@ type NewJob struct {
 	Settings json.RawMessage // Scrapy settings on top of the project's
 	MemoryMB *int
 	Priority *int // nil is PriorityDefault
+	// IdempotencyKey, when set, is stored with the job in the same
+	// transaction, with RequestHash (the SHA-256 of the request body): a
+	// key its user used in the last 24 hours refuses the job.
+	IdempotencyKey string
+	RequestHash    []byte
 }
 
 // Job priorities: 0 lowest, 4 highest.

@@ -27,12 +27,13 @@ const MaxBodyBytes = 1 << 20
 
 // Server holds the API's dependencies.
 type Server struct {
-	db      *db.DB
-	queuer  *tasks.Queuer
-	auths   *batch.Batcher[string, string]
-	creates *batch.Batcher[scrapethis.NewJob, scrapethis.Job]
-	keys    *keyCache
-	log     *slog.Logger
+	db       *db.DB
+	queuer   *tasks.Queuer
+	auths    *batch.Batcher[string, string]
+	creates  *batch.Batcher[scrapethis.NewJob, scrapethis.Job]
+	keys     *keyCache
+	inflight inflight
+	log      *slog.Logger
 
 	// CancelWait is how long DELETE of a running job waits for the worker
 	// to stop the spider before answering; the cancel is durable either way.

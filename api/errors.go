@@ -37,6 +37,7 @@ var statusOf = map[string]int{
 	scrapethis.EUnavailable:      http.StatusServiceUnavailable,
 	scrapethis.ETooManyRequests:  http.StatusTooManyRequests,
 	scrapethis.EMethodNotAllowed: http.StatusMethodNotAllowed,
+	scrapethis.EUnprocessable:    http.StatusUnprocessableEntity,
 	scrapethis.EInternal:         http.StatusInternalServerError,
 }
 

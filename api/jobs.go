@@ -1,10 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -120,52 +124,70 @@ type createJobRequest struct {
 	Priority       optional        `json:"priority"`
 }
 
+// createJob starts a job. With an Idempotency-Key header the key is stored
+// with the job in one statement; a key its user already used answers the
+// first answer (same body) or 422 (another body), and a key whose first
+// request is still running here answers 409.
 func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
-	var req createJobRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
 	ctx := r.Context()
 	uid := userID(ctx)
-	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
-	if err != nil {
-		return err
-	}
-	nj := scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: req.Arguments, Settings: req.Settings}
-	if nj.Version, err = req.Version.str("version"); err != nil {
-		return err
-	}
-	if nj.MemoryMB, err = req.MemoryMB.positive("memory_mb"); err != nil {
-		return err
-	}
-	if nj.Priority, err = req.Priority.priority(); err != nil {
-		return err
-	}
-	if err := scrapethis.ValidateMemory(nj.MemoryMB, s.MaxMemoryMB); err != nil {
-		return err
-	}
-	if nj.SpiderID == "" {
-		nj.SpiderID = "-" // looked up by name below, once the body is known good
-	}
-	if nj.TimeoutSeconds, err = req.TimeoutSeconds.timeout(); err != nil {
-		return err
-	}
-	if err := nj.Validate(); err != nil {
-		return err
-	}
-	if spiderID == "" {
-		sp, err := s.spiderByIDOrName(ctx, uid, "", spiderName)
+	key, keyed := r.Header.Get("Idempotency-Key"), len(r.Header.Values("Idempotency-Key")) > 0
+	if !keyed {
+		job, err := s.newJob(w, r, uid, "", nil)
 		if err != nil {
 			return err
 		}
-		nj.SpiderID = sp.ID
+		return s.jobCreated(ctx, w, job)
 	}
-	job, err := s.creates.Do(ctx, nj)
-	if err != nil {
+	if !validIdempotencyKey(key) {
+		return scrapethis.Errorf(scrapethis.EInvalid, "Invalid Idempotency-Key: 1 to 255 visible ASCII characters")
+	}
+	release, ok := s.inflight.claim(uid + "\x00" + key)
+	if !ok {
+		return errKeyInFlight
+	}
+	defer release()
+	digest := sha256.New()
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(r.Body, digest), r.Body}
+	job, err := s.newJob(w, r, uid, key, digest)
+	if err == nil {
+		return s.jobCreated(ctx, w, job)
+	}
+	used, lerr := s.db.IdempotencyKey(ctx, uid, key)
+	switch {
+	case scrapethis.ErrorCode(lerr) == scrapethis.ENotFound:
 		return err
+	case lerr != nil:
+		return lerr
+	case !bytes.Equal(used.RequestHash, digest.Sum(nil)):
+		return scrapethis.Errorf(scrapethis.EUnprocessable, "Idempotency-Key was already used with another request body")
 	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	writeJSON(w, http.StatusOK, map[string]string{"jobId": used.JobID, "status": string(scrapethis.StatusPending)})
+	return nil
+}
+
+var errKeyInFlight = scrapethis.Errorf(scrapethis.EConflict, "A request with this Idempotency-Key is still in progress")
+
+// validIdempotencyKey: 1 to 255 visible ASCII characters.
+func validIdempotencyKey(k string) bool {
+	if k == "" || len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) jobCreated(ctx context.Context, w http.ResponseWriter, job scrapethis.Job) error {
 	s.metrics().JobCreated()
-	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", uid, "held", job.Held)
+	s.log.Debug("job created", "job_id", job.ID, "spider", job.SpiderName, "user_id", job.UserID, "held", job.Held)
 	if job.Held {
 		s.metrics().JobsHeld(1) // a cap holds it back: it is let go when a job of its user ends
 	} else {
@@ -173,6 +195,60 @@ func (s *Server) createJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"jobId": job.ID, "status": string(job.Status)})
 	return nil
+}
+
+// newJob decodes, validates and inserts one job; with a key, the whole body
+// is read into hash first and the key goes in with the job.
+func (s *Server) newJob(w http.ResponseWriter, r *http.Request, uid, key string, digest hash.Hash) (scrapethis.Job, error) {
+	var req createJobRequest
+	err := decodeBody(w, r, &req)
+	if digest != nil {
+		// The decoder may stop short of the end: hash all of the body.
+		if _, cerr := io.Copy(io.Discard, r.Body); cerr != nil && err == nil {
+			err = scrapethis.Errorf(scrapethis.ETooLarge, "Request body too large (limit 1 MiB)")
+		}
+	}
+	if err != nil {
+		return scrapethis.Job{}, err
+	}
+	ctx := r.Context()
+	spiderID, spiderName, err := spiderFields(req.SpiderID, req.SpiderName)
+	if err != nil {
+		return scrapethis.Job{}, err
+	}
+	nj := scrapethis.NewJob{UserID: uid, SpiderID: spiderID, Arguments: req.Arguments, Settings: req.Settings}
+	if nj.Version, err = req.Version.str("version"); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if nj.MemoryMB, err = req.MemoryMB.positive("memory_mb"); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if nj.Priority, err = req.Priority.priority(); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if err := scrapethis.ValidateMemory(nj.MemoryMB, s.MaxMemoryMB); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if nj.SpiderID == "" {
+		nj.SpiderID = "-" // looked up by name below, once the body is known good
+	}
+	if nj.TimeoutSeconds, err = req.TimeoutSeconds.timeout(); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if err := nj.Validate(); err != nil {
+		return scrapethis.Job{}, err
+	}
+	if spiderID == "" {
+		sp, err := s.spiderByIDOrName(ctx, uid, "", spiderName)
+		if err != nil {
+			return scrapethis.Job{}, err
+		}
+		nj.SpiderID = sp.ID
+	}
+	if key != "" {
+		nj.IdempotencyKey, nj.RequestHash = key, digest.Sum(nil)
+	}
+	return s.creates.Do(ctx, nj)
 }
 
 // enqueue hands the committed job to Redis. A failure loses nothing: the

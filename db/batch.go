@@ -75,7 +75,10 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 	settings := make([]string, n)
 	memory := make([]sql.NullInt64, n)
 	priorities := make([]int64, n)
+	idemKeys := make([]string, n)
+	idemHashes := make([][]byte, n)
 	errs := make([]error, n)
+	taken := map[[2]string]bool{}
 	for i, nj := range jobs {
 		id, err := uuid.NewV7()
 		if err != nil {
@@ -112,13 +115,29 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 		if nj.Priority != nil {
 			priorities[i] = int64(*nj.Priority)
 		}
+		if nj.IdempotencyKey != "" {
+			// One key twice in a batch: the second is refused before
+			// Postgres sees it (ON CONFLICT may not touch a row twice).
+			k := [2]string{nj.UserID, nj.IdempotencyKey}
+			if taken[k] {
+				spiders[i] = uuid.Nil.String()
+				errs[i] = ErrKeyInFlight
+				continue
+			}
+			taken[k] = true
+			idemKeys[i], idemHashes[i] = nj.IdempotencyKey, nj.RequestHash
+			if idemHashes[i] == nil {
+				idemHashes[i] = []byte{}
+			}
+		}
 	}
 	var rows []jobRow
 	err := sel(ctx, &rows, `
 		WITH input AS (
 			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::int[], $6::uuid[], $7::timestamptz[],
-				$8::text[], $9::jsonb[], $10::int[], $11::smallint[])
-				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb, priority)
+				$8::text[], $9::jsonb[], $10::int[], $11::smallint[], $13::text[], $14::bytea[])
+				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb, priority,
+					idem_key, idem_hash)
 		), resolved AS (
 			SELECT i.*, s.project_id, v.id AS version_id, ($12 > 0 OR s.max_running IS NOT NULL) AS held,
 				CASE WHEN s.project_id IS NULL THEN s.repo_path LIKE '%.py' ELSE v.kind = 'scrapy' END AS scrapy
@@ -129,14 +148,25 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 					AND (i.version = '' OR v.label = i.version OR v.id::text = i.version)
 				ORDER BY v.created_at DESC, v.id DESC LIMIT 1
 			) v ON s.project_id IS NOT NULL
+		), ok AS MATERIALIZED (
+			SELECT r.* FROM resolved r
+			WHERE (CASE WHEN r.project_id IS NULL THEN r.version = '' ELSE r.version_id IS NOT NULL END)
+				AND (r.settings = '{}' OR r.scrapy)
+		), k AS (
+			-- A key in use (or being written by a transaction not yet
+			-- committed, which this waits for) keeps its job out.
+			INSERT INTO idempotency_keys (user_id, key, request_hash, job_id)
+			SELECT ok.user_id, ok.idem_key, ok.idem_hash, ok.id FROM ok WHERE ok.idem_key <> ''
+			ON CONFLICT (user_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, job_id = EXCLUDED.job_id, created_at = now()
+				WHERE idempotency_keys.created_at <= now() - `+idempotencyTTL+`
+			RETURNING job_id
 		), j AS (
 			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version_id, settings, memory_mb,
 				priority, held)
 			SELECT r.id, r.user_id, r.spider_id, r.arguments, r.timeout_seconds, r.schedule_id, r.scheduled_for, r.version_id, r.settings, r.memory_mb,
 				r.priority, r.held
-			FROM resolved r
-			WHERE (CASE WHEN r.project_id IS NULL THEN r.version = '' ELSE r.version_id IS NOT NULL END)
-				AND (r.settings = '{}' OR r.scrapy)
+			FROM ok r
+			WHERE r.idem_key = '' OR r.id IN (SELECT job_id FROM k)
 			ORDER BY r.id
 			ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
 			RETURNING *
@@ -144,7 +174,7 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 		SELECT `+jobColumns+` FROM j `+jobJoins,
 		pq.Array(ids), pq.Array(users), pq.Array(spiders), pq.Array(args), pq.GenericArray{A: timeouts},
 		pq.GenericArray{A: schedules}, pq.GenericArray{A: fireTimes}, pq.Array(versions), pq.Array(settings),
-		pq.GenericArray{A: memory}, pq.Array(priorities), userMax)
+		pq.GenericArray{A: memory}, pq.Array(priorities), userMax, pq.Array(idemKeys), pq.ByteaArray(idemHashes))
 	if err != nil {
 		if err := translate(err, "Spider not found"); scrapethis.ErrorCode(err) != scrapethis.EInternal {
 			return nil, nil, err
@@ -166,7 +196,9 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 		out[i] = j
 	}
 	for _, i := range refused {
-		errs[i] = whyNotCreated(ctx, sel, jobs[i])
+		if errs[i] == nil {
+			errs[i] = whyNotCreated(ctx, sel, jobs[i])
+		}
 	}
 	return out, errs, nil
 }

@@ -117,6 +117,7 @@ func TestBenchmarkerTiny(t *testing.T) {
 		positive, baseline bool
 	}{
 		{"create: POST /jobs, 4 clients", true, true},
+		{"create: POST /jobs with Idempotency-Key, 4 clients", true, true},
 		{"create: UserByKey + CreateJob + Enqueue one by one, in-process", true, true},
 		{"idle: Redis commands/s, API only", false, false},
 		{"idle: Redis commands/s, worker (its DB, MONITOR)", true, false},

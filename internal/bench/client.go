@@ -34,6 +34,11 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte) (i
 }
 
 func (c *apiClient) doKey(ctx context.Context, auth, method, path string, body []byte) (int, []byte, error) {
+	return c.doHeader(ctx, auth, method, path, body, nil)
+}
+
+// doHeader sends a request with extra headers.
+func (c *apiClient) doHeader(ctx context.Context, auth, method, path string, body []byte, h http.Header) (int, []byte, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
@@ -41,6 +46,9 @@ func (c *apiClient) doKey(ctx context.Context, auth, method, path string, body [
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
 		return 0, nil, err
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", auth)
 	if body != nil {

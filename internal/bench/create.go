@@ -146,6 +146,21 @@ func (b *Benchmarker) createThroughput(ctx context.Context) error {
 	}
 	directNote := fmt.Sprintf("a request's store calls unbatched, without HTTP, 16 goroutines: %s", b.cpuSince(ctx, snap).perOp(direct.ok))
 
+	// The same POSTs with an Idempotency-Key each (a new key per request,
+	// the common case: each stored with its job in the same statement).
+	var keySeq atomic.Int64
+	keyPrefix := uuid.NewString()
+	postKeyed := func(ctx context.Context) error {
+		h := http.Header{"Idempotency-Key": {fmt.Sprintf("%s-%d", keyPrefix, keySeq.Add(1))}}
+		st, out, err := b.client.doHeader(ctx, b.client.auth, http.MethodPost, "/api/v1/jobs", body, h)
+		if err != nil {
+			return err
+		}
+		if st != http.StatusOK {
+			return fmt.Errorf("status %d: %s", st, out)
+		}
+		return nil
+	}
 	for _, clients := range b.sz.CreateClients {
 		snap := b.snapshot(ctx)
 		r := hammer(ctx, clients, b.sz.CreateRequests, b.sz.CreateMax, post)
@@ -157,6 +172,16 @@ func (b *Benchmarker) createThroughput(ctx context.Context) error {
 		note += fmt.Sprintf(" | baseline (%d in %s): %s", base.ok, base.elapsed.Round(time.Millisecond), baseCPU)
 		b.say("   POST /api/v1/jobs, %d clients: %.0f/s; %s", clients, r.rate(), note)
 		b.res.add(fmt.Sprintf("create: POST /jobs, %d clients", clients), r.rate(), "jobs/s", ptr(baseRate), true, ratioAtLeast(1.0), note)
+
+		snap = b.snapshot(ctx)
+		k := hammer(ctx, clients, b.sz.CreateRequests, b.sz.CreateMax, postKeyed)
+		knote := fmt.Sprintf("%d POSTs in %s; latency p50 %.2f ms, p99 %.2f ms; %s | baseline: the same POSTs without the header just before",
+			k.ok, k.elapsed.Round(time.Millisecond), ms(percentile(k.lat, 50)), ms(percentile(k.lat, 99)), b.cpuSince(ctx, snap).perOp(k.ok))
+		if k.errs > 0 {
+			knote += fmt.Sprintf("; %d ERRORS, first: %v", k.errs, k.err)
+		}
+		b.say("   POST /api/v1/jobs with Idempotency-Key, %d clients: %.0f/s; %s", clients, k.rate(), knote)
+		b.res.add(fmt.Sprintf("create: POST /jobs with Idempotency-Key, %d clients", clients), k.rate(), "jobs/s", ptr(r.rate()), true, ratioAtLeast(0.9), knote)
 	}
 
 	b.res.add("create: UserByKey + CreateJob + Enqueue one by one, in-process", direct.rate(), "jobs/s", ptr(baseRate), true, nil, directNote)
