@@ -28,7 +28,7 @@ func (d *DB) InsertJobRow(ctx context.Context, id, userID, spiderID string) erro
 
 // TruncateJobs deletes every job with its items and logs.
 func (d *DB) TruncateJobs(ctx context.Context) error {
-	if _, err := d.exec(ctx, `TRUNCATE jobs CASCADE`); err != nil {
+	if _, err := d.exec(ctx, `TRUNCATE jobs, idempotency_keys CASCADE`); err != nil {
 		return fmt.Errorf("truncate jobs: %w", err)
 	}
 	return nil
