@@ -45,10 +45,12 @@ type Server struct {
 	ArchiveLimits archive.Limits
 	// MaxMemoryMB is the most memory_mb a job may ask for.
 	MaxMemoryMB int
-	archives    storage.Store
-	uploads     chan struct{}
-	authFails   *throttle
-	follows     *follower
+	// WebhookAllowPrivate lets webhook URLs name private and loopback hosts.
+	WebhookAllowPrivate bool
+	archives            storage.Store
+	uploads             chan struct{}
+	authFails           *throttle
+	follows             *follower
 	// Ops are the operators' endpoints (metrics, probes, monitoring UI);
 	// set them before calling Handler.
 	Ops Ops
@@ -161,6 +163,12 @@ func (s *Server) routes() http.Handler {
 	r.Handler(http.MethodGet, "/api/v1/schedules/:id", auth(s.getSchedule))
 	r.Handler(http.MethodPatch, "/api/v1/schedules/:id", auth(s.updateSchedule))
 	r.Handler(http.MethodDelete, "/api/v1/schedules/:id", auth(s.deleteSchedule))
+
+	r.Handler(http.MethodGet, "/api/v1/webhooks", auth(s.listWebhooks))
+	r.Handler(http.MethodPost, "/api/v1/webhooks", auth(s.createWebhook))
+	r.Handler(http.MethodGet, "/api/v1/webhooks/:id", auth(s.getWebhook))
+	r.Handler(http.MethodDelete, "/api/v1/webhooks/:id", auth(s.deleteWebhook))
+	r.Handler(http.MethodGet, "/api/v1/webhooks/:id/deliveries", auth(s.webhookDeliveries))
 
 	s.opsRoutes(r)
 	return r

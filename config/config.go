@@ -35,6 +35,13 @@ type Config struct {
 	UnpackMaxMB       int
 	ArchiveMaxEntries int
 
+	// Webhooks may target private and loopback addresses (a platform on a
+	// private network); off, only public addresses are allowed.
+	WebhookAllowPrivate bool
+	// Retention: items and logs of jobs final longer than this are
+	// deleted (the job rows stay, with purged_at); 0 keeps them forever.
+	Retention time.Duration
+
 	AdminUser          string
 	AdminPassword      string
 	MonitoringReadOnly bool
@@ -112,6 +119,8 @@ func Load(getenv func(string) string) (Config, error) {
 		AdminUser:            p.str("SCRAPETHIS_ADMIN_USER", "admin"),
 		AdminPassword:        p.str("SCRAPETHIS_ADMIN_PASSWORD", ""),
 		MonitoringReadOnly:   p.boolean("SCRAPETHIS_MONITORING_READONLY", false),
+		WebhookAllowPrivate:  p.boolean("SCRAPETHIS_WEBHOOK_ALLOW_PRIVATE", false),
+		Retention:            p.retention("SCRAPETHIS_RETENTION"),
 		PrometheusURL:        p.str("SCRAPETHIS_PROMETHEUS_URL", ""),
 		LogFormat:            p.str("SCRAPETHIS_LOG_FORMAT", ""),
 	}
@@ -191,6 +200,29 @@ func (p *parser) integer(key string, def, lo, hi int) int {
 		return def
 	}
 	return n
+}
+
+// retention accepts days ("30d"), Go durations ("12h") or "" / "0" for
+// none; anything under an hour is refused as surely a mistake.
+func (p *parser) retention(key string) time.Duration {
+	v := p.str(key, "")
+	if v == "" || v == "0" {
+		return 0
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(v)
+	}
+	if err != nil || d < time.Hour {
+		p.errs = append(p.errs, fmt.Sprintf("%s must be a number of days (30d) or a duration of at least 1h (36h)", key))
+		return 0
+	}
+	return d
 }
 
 // duration accepts Go durations ("10s", "1m30s") or plain seconds ("10").

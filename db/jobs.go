@@ -201,13 +201,18 @@ func (d *DB) CancelJob(ctx context.Context, userID, id string) (scrapethis.Job, 
 	if !canonicalID(id) {
 		return scrapethis.Job{}, scrapethis.Errorf(scrapethis.ENotFound, "Job not found")
 	}
-	_, err := d.exec(ctx, `
-		UPDATE jobs SET
-			status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
-			error = CASE WHEN status = 'pending' THEN $3 ELSE error END,
-			finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
-			cancel_requested_at = COALESCE(cancel_requested_at, now())
-		WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'running')`, id, userID, scrapethis.ReasonCancelled)
+	var n int
+	err := d.get(ctx, &n, `
+		WITH done AS (
+			UPDATE jobs SET
+				status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+				error = CASE WHEN status = 'pending' THEN $3 ELSE error END,
+				finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+				cancel_requested_at = COALESCE(cancel_requested_at, now())
+			WHERE id = $1 AND user_id = $2 AND status IN ('pending', 'running')
+			RETURNING id, user_id, status
+		), `+outbox+`
+		SELECT count(*) FROM done`, id, userID, scrapethis.ReasonCancelled)
 	if err != nil {
 		return scrapethis.Job{}, fmt.Errorf("cancel job: %w", err)
 	}
@@ -268,16 +273,20 @@ func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job,
 // is no longer the worker's or no longer running is left as it is and
 // false is returned: a final status is never overwritten.
 func (d *DB) FinishJob(ctx context.Context, id, workerID string, status scrapethis.Status, reason *string) (bool, error) {
-	res, err := d.exec(ctx, `
-		UPDATE jobs SET
-			status = CASE WHEN cancel_requested_at IS NULL THEN $3 ELSE 'cancelled' END,
-			error = CASE WHEN cancel_requested_at IS NULL THEN $4 ELSE $5 END,
-			finished_at = now()
-		WHERE id = $1 AND worker_id = $2 AND status = 'running'`, id, workerID, string(status), reason, scrapethis.ReasonCancelled)
+	var n int
+	err := d.get(ctx, &n, `
+		WITH done AS (
+			UPDATE jobs SET
+				status = CASE WHEN cancel_requested_at IS NULL THEN $3 ELSE 'cancelled' END,
+				error = CASE WHEN cancel_requested_at IS NULL THEN $4 ELSE $5 END,
+				finished_at = now()
+			WHERE id = $1 AND worker_id = $2 AND status = 'running'
+			RETURNING id, user_id, status
+		), `+outbox+`
+		SELECT count(*) FROM done`, id, workerID, string(status), reason, scrapethis.ReasonCancelled)
 	if err != nil {
 		return false, fmt.Errorf("finish job: %w", err)
 	}
-	n, _ := res.RowsAffected()
 	return n == 1, nil
 }
 
@@ -300,6 +309,7 @@ func (d *DB) HandBackJob(ctx context.Context, id, workerID string) (scrapethis.S
 	var status scrapethis.Status
 	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
 		err := tx.QueryRowContext(ctx, `
+			WITH done AS (
 			UPDATE jobs SET
 				status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
 				error = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3 END,
@@ -309,7 +319,9 @@ func (d *DB) HandBackJob(ctx context.Context, id, workerID string) (scrapethis.S
 				items_scraped = CASE WHEN cancel_requested_at IS NULL THEN 0 ELSE items_scraped END,
 				stats = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE stats END
 			WHERE id = $1 AND worker_id = $2 AND status = 'running'
-			RETURNING status`, id, workerID, scrapethis.ReasonCancelled).Scan(&status)
+			RETURNING id, user_id, status
+			), `+outbox+`
+			SELECT status FROM done`, id, workerID, scrapethis.ReasonCancelled).Scan(&status)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
 		}
@@ -598,13 +610,16 @@ type LostJob struct {
 func (d *DB) ReapLostJobs(ctx context.Context, staleAfter time.Duration) ([]LostJob, error) {
 	var ids []LostJob
 	err := d.sel(ctx, &ids, `
-		UPDATE jobs j SET
-			status = CASE WHEN cancel_requested_at IS NULL THEN 'error' ELSE 'cancelled' END,
-			error = CASE WHEN cancel_requested_at IS NULL THEN $2 ELSE $3 END,
-			finished_at = now()
-		WHERE j.status = 'running' AND NOT EXISTS (
-			SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.heartbeat_at > now() - make_interval(secs => $1))
-		RETURNING j.id, j.user_id, j.status, (SELECT name FROM spiders s WHERE s.id = j.spider_id) AS spider`, staleAfter.Seconds(), scrapethis.ReasonWorkerLost, scrapethis.ReasonCancelled)
+		WITH done AS (
+			UPDATE jobs j SET
+				status = CASE WHEN cancel_requested_at IS NULL THEN 'error' ELSE 'cancelled' END,
+				error = CASE WHEN cancel_requested_at IS NULL THEN $2 ELSE $3 END,
+				finished_at = now()
+			WHERE j.status = 'running' AND NOT EXISTS (
+				SELECT 1 FROM workers w WHERE w.id = j.worker_id AND w.heartbeat_at > now() - make_interval(secs => $1))
+			RETURNING j.id, j.user_id, j.status, (SELECT name FROM spiders s WHERE s.id = j.spider_id) AS spider
+		), `+outbox+`
+		SELECT id, user_id, status, spider FROM done`, staleAfter.Seconds(), scrapethis.ReasonWorkerLost, scrapethis.ReasonCancelled)
 	if err != nil {
 		return nil, fmt.Errorf("reap lost jobs: %w", err)
 	}

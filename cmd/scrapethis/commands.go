@@ -25,6 +25,7 @@ import (
 	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/schedule"
 	"github.com/scrapethis/scrapethis/tasks"
+	"github.com/scrapethis/scrapethis/webhooks"
 	"github.com/scrapethis/scrapethis/worker"
 )
 
@@ -188,8 +189,27 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	m := newMetrics(d)
 	cfg := workerConfig(d.cfg)
 	setMemoryLimit(d.log, getenv, worker.MemoryLimit(cfg))
+	w := worker.New(cfg, d.db, d.rdb, d.log, m)
 	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR",
-		worker.New(cfg, d.db, d.rdb, d.log, m).Run)
+		func(ctx context.Context) error { return runWorker(ctx, d, w) })
+}
+
+// runWorker runs the worker and, beside it, the webhook deliverer and
+// the retention sweeper; it returns once all three have stopped.
+func runWorker(ctx context.Context, d *deps, w *worker.Worker) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	deliverer := webhooks.New(webhooks.Config{AllowPrivate: d.cfg.WebhookAllowPrivate}, d.db, api.EncodeJob, d.log)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		if err := deliverer.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("webhook deliverer stopped", "err", err)
+		}
+	})
+	err := w.Run(ctx)
+	cancel()
+	return err
 }
 
 // cmdScheduler fires schedules until ctx ends. It serves only its metrics
@@ -331,6 +351,7 @@ func newAPIServer(d *deps, queuer *tasks.Queuer) *api.Server {
 	srv := api.New(d.db, queuer, d.log)
 	srv.ArchiveLimits = archiveLimits(d.cfg)
 	srv.MaxMemoryMB = d.cfg.Sandbox.MemoryMaxMB
+	srv.WebhookAllowPrivate = d.cfg.WebhookAllowPrivate
 	srv.Console = console.New(console.Config{API: srv, DB: d.db, Log: d.log})
 	return srv
 }
