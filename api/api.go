@@ -139,6 +139,7 @@ func (s *Server) routes() http.Handler {
 	}
 
 	auth := s.authenticate
+	r.Handler(http.MethodGet, "/api/v1/openapi.json", s.handle(s.openAPI))
 	r.Handler(http.MethodGet, "/api/v1/jobs", auth(s.listJobs))
 	r.Handler(http.MethodPost, "/api/v1/jobs", auth(s.createJob))
 	r.Handler(http.MethodGet, "/api/v1/jobs/:id", auth(s.getJob))

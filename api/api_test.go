@@ -106,6 +106,7 @@ func (b *bundle) do(method, path, key string, body string) response {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	checkOpenAPI(b.t, req, res.StatusCode, res.Header, data)
 	return response{status: res.StatusCode, header: res.Header, body: data}
 }
 

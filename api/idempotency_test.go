@@ -31,6 +31,7 @@ func postKeyed(t *testing.T, base, key, idem, body string) response {
 	}
 	defer res.Body.Close()
 	data, _ := io.ReadAll(res.Body)
+	checkOpenAPI(t, req, res.StatusCode, res.Header, data)
 	return response{status: res.StatusCode, header: res.Header, body: data}
 }
 
