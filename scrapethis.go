@@ -158,6 +158,7 @@ type Job struct {
 	Held bool
 	// SpiderMaxRunning is the cap of the job's spider when the job was read.
 	SpiderMaxRunning *int
+	PurgedAt         *time.Time // when retention deleted its items and logs
 }
 
 // JobFilter narrows a job listing. Zero values mean "any".

@@ -47,6 +47,7 @@ type jobJSON struct {
 	StartedAt         *apiTime        `json:"started_at"`
 	FinishedAt        *apiTime        `json:"finished_at"`
 	CancelRequestedAt *apiTime        `json:"cancel_requested_at"`
+	PurgedAt          *apiTime        `json:"purged_at"`
 	Spider            spiderRef       `json:"spider"`
 	Project           *string         `json:"project"`
 	Version           *versionRef     `json:"version"`
@@ -101,6 +102,7 @@ func toJobJSON(j scrapethis.Job) jobJSON {
 		StartedAt:         optTime(j.StartedAt),
 		FinishedAt:        optTime(j.FinishedAt),
 		CancelRequestedAt: optTime(j.CancelRequestedAt),
+		PurgedAt:          optTime(j.PurgedAt),
 		Spider:            spiderRef{ID: j.SpiderID, Name: j.SpiderName, RepoPath: j.SpiderRepoPath},
 	}
 }

@@ -38,6 +38,7 @@ type jobRow struct {
 	CreatedAt         time.Time       `db:"created_at"`
 	StartedAt         sql.NullTime    `db:"started_at"`
 	FinishedAt        sql.NullTime    `db:"finished_at"`
+	PurgedAt          sql.NullTime    `db:"purged_at"`
 
 	VersionID             sql.NullString  `db:"version_id"`
 	VersionLabel          sql.NullString  `db:"version_label"`
@@ -85,6 +86,7 @@ func (r jobRow) toJob() scrapethis.Job {
 	j.CancelRequestedAt = nullTime(r.CancelRequestedAt)
 	j.StartedAt = nullTime(r.StartedAt)
 	j.FinishedAt = nullTime(r.FinishedAt)
+	j.PurgedAt = nullTime(r.PurgedAt)
 	j.Settings = r.Settings
 	if r.MemoryMB.Valid {
 		v := int(r.MemoryMB.Int32)
@@ -125,7 +127,7 @@ const jobColumns = `j.id, j.user_id, j.spider_id, s.name AS spider_name, s.repo_
 	j.version_id, v.label AS version_label, p.name AS project, v.sha256 AS version_sha256,
 	v.content_type AS version_content_type, v.kind AS version_kind, v.settings_module AS version_settings_module,
 	v.spiders->>s.name AS version_path, j.settings, j.memory_mb, j.stats,
-	j.priority, j.held, s.max_running AS spider_max_running`
+	j.priority, j.held, s.max_running AS spider_max_running, j.purged_at`
 
 // jobJoins follow "FROM jobs j" (or a CTE j of jobs rows) for jobColumns.
 const jobJoins = `JOIN spiders s ON s.id = j.spider_id

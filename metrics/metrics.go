@@ -39,8 +39,10 @@ type Metrics struct {
 	firesSkipped  prometheus.Counter
 	enqueueFailed prometheus.Counter
 
-	jobsHeld  prometheus.Counter
-	jobsLetGo prometheus.Counter
+	jobsHeld         prometheus.Counter
+	jobsLetGo        prometheus.Counter
+	retentionDeleted *prometheus.CounterVec
+	webhookLag       prometheus.Histogram
 }
 
 // New registers the platform's metrics, with the Go runtime's and the
@@ -106,6 +108,18 @@ func New(reg *prometheus.Registry) *Metrics {
 			Name: "scrapethis_jobs_let_go_total",
 			Help: "Held jobs let go to the queue because a cap allowed them.",
 		}),
+		retentionDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "scrapethis_retention_deleted_total",
+			Help: "What retention removed: jobs purged (rows kept), items, log_lines, and expired idempotency_keys.",
+		}, []string{"kind"}),
+		webhookLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "scrapethis_webhook_delivery_lag_seconds",
+			Help:    "Time from a job becoming final to its webhook delivery's 2xx (retries included).",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400},
+		}),
+	}
+	for _, k := range []string{"jobs", "items", "log_lines", "idempotency_keys"} {
+		m.retentionDeleted.WithLabelValues(k)
 	}
 	// Every status from the start, so that rate() and alerts see a zero
 	// rather than no series; "pending" counts jobs handed back to the queue.
@@ -120,6 +134,7 @@ func New(reg *prometheus.Registry) *Metrics {
 		m.cancelLatency, m.spidersRunning, m.jobsReaped,
 		m.jobsScheduled, m.firesSkipped, m.enqueueFailed,
 		m.jobsHeld, m.jobsLetGo,
+		m.retentionDeleted, m.webhookLag,
 	)
 	return m
 }
@@ -210,6 +225,14 @@ func (m *Metrics) JobsScheduled(n int) { m.jobsScheduled.Add(float64(n)) }
 
 // FiresSkipped counts schedule fires skipped.
 func (m *Metrics) FiresSkipped(n int) { m.firesSkipped.Add(float64(n)) }
+
+// RetentionDeleted counts what a retention sweep removed.
+func (m *Metrics) RetentionDeleted(kind string, n int64) {
+	m.retentionDeleted.WithLabelValues(kind).Add(float64(n))
+}
+
+// WebhookDelivered observes a delivery's lag from its event.
+func (m *Metrics) WebhookDelivered(lag time.Duration) { m.webhookLag.Observe(lag.Seconds()) }
 
 // EnqueueFailed counts a scheduled job not enqueued at once.
 func (m *Metrics) EnqueueFailed() { m.enqueueFailed.Inc() }

@@ -22,6 +22,8 @@ import (
 	"github.com/scrapethis/scrapethis/config"
 	"github.com/scrapethis/scrapethis/console"
 	"github.com/scrapethis/scrapethis/db"
+	"github.com/scrapethis/scrapethis/metrics"
+	"github.com/scrapethis/scrapethis/retention"
 	"github.com/scrapethis/scrapethis/sandbox"
 	"github.com/scrapethis/scrapethis/schedule"
 	"github.com/scrapethis/scrapethis/tasks"
@@ -191,20 +193,30 @@ func cmdWorker(ctx context.Context, getenv func(string) string) error {
 	setMemoryLimit(d.log, getenv, worker.MemoryLimit(cfg))
 	w := worker.New(cfg, d.db, d.rdb, d.log, m)
 	return serveOps(ctx, d, m, d.cfg.WorkerMetricsAddr, "SCRAPETHIS_WORKER_METRICS_ADDR",
-		func(ctx context.Context) error { return runWorker(ctx, d, w) })
+		func(ctx context.Context) error { return runWorker(ctx, d, w, m) })
 }
 
 // runWorker runs the worker and, beside it, the webhook deliverer and
 // the retention sweeper; it returns once all three have stopped.
-func runWorker(ctx context.Context, d *deps, w *worker.Worker) error {
+func runWorker(ctx context.Context, d *deps, w *worker.Worker, m *metrics.Metrics) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	deliverer := webhooks.New(webhooks.Config{AllowPrivate: d.cfg.WebhookAllowPrivate}, d.db, api.EncodeJob, d.log)
+	deliverer.Delivered = m.WebhookDelivered
+	sweeper := &retention.Sweeper{DB: d.db, Age: d.cfg.Retention, Log: d.log, Metrics: m}
+	if d.cfg.Retention > 0 {
+		d.log.Info("retention on: items and logs of jobs final for longer are deleted", "retention", d.cfg.Retention)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
 		if err := deliverer.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("webhook deliverer stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := sweeper.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("retention sweeper stopped", "err", err)
 		}
 	})
 	err := w.Run(ctx)

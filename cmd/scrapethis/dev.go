@@ -125,7 +125,7 @@ metrics %[1]s/metrics, probes %[1]s/healthz and %[1]s/readyz
 	w := worker.New(workerConfig(d.cfg), d.db, d.rdb, d.log, m)
 	return group(ctx,
 		func(ctx context.Context) error { return serveListener(ctx, d.log, ln, mux) },
-		func(ctx context.Context) error { return runWorker(ctx, d, w) },
+		func(ctx context.Context) error { return runWorker(ctx, d, w, m) },
 		func(ctx context.Context) error { return runScheduler(ctx, d, m) },
 		func(ctx context.Context) error {
 			deployDemo(ctx, newClient(base, key), demoDir, d.log, stdout)
