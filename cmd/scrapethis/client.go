@@ -81,6 +81,7 @@ type request struct {
 	query        url.Values
 	body         []byte // nil for none
 	contentType  string
+	header       http.Header // extra headers
 }
 
 // send makes the call and returns the response of a 2xx answer, whose body
@@ -97,6 +98,9 @@ func (c *apiClient) send(ctx context.Context, r request) (*http.Response, error)
 	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", r.method, r.path, err)
+	}
+	for k, v := range r.header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Accept", "application/json")
@@ -253,19 +257,40 @@ type jobStart struct {
 	Settings       map[string]string `json:"settings,omitempty"`
 	MemoryMB       int               `json:"memory_mb,omitempty"`
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty"`
+	Priority       *int              `json:"priority,omitempty"`
 }
 
-// startJob starts a job and returns its id.
-func (c *apiClient) startJob(ctx context.Context, body jobStart) (string, error) {
+// startJob starts a job and returns the API's answer ({"jobId", "status"}).
+// With an idempotency key, retrying the call never starts a second job.
+func (c *apiClient) startJob(ctx context.Context, body jobStart, idempotencyKey string) (json.RawMessage, error) {
 	data, err := json.Marshal(body)
 	if err != nil {
-		return "", fmt.Errorf("encode the job: %w", err)
+		return nil, fmt.Errorf("encode the job: %w", err)
 	}
-	var out struct {
-		JobID string `json:"jobId"`
+	req := request{method: http.MethodPost, path: "/api/v1/jobs", body: data, contentType: "application/json"}
+	if idempotencyKey != "" {
+		req.header = http.Header{"Idempotency-Key": {idempotencyKey}}
 	}
-	_, err = c.call(ctx, request{method: http.MethodPost, path: "/api/v1/jobs", body: data, contentType: "application/json"}, &out)
-	return out.JobID, err
+	var out json.RawMessage
+	_, err = c.call(ctx, req, &out)
+	return out, err
+}
+
+// spiderID returns the id of the user's spider with the name.
+func (c *apiClient) spiderID(ctx context.Context, name string) (string, error) {
+	var spiders []struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if _, err := c.call(ctx, request{method: http.MethodGet, path: "/api/v1/spiders"}, &spiders); err != nil {
+		return "", err
+	}
+	for _, s := range spiders {
+		if s.Name == name {
+			return s.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no spider named %q", name)
 }
 
 // jobRow is what the CLI shows of a job object; the API's full object is
@@ -283,10 +308,16 @@ type jobRow struct {
 
 // jobs lists jobs, newest first, with the API's filters (status,
 // spider_id, limit).
-func (c *apiClient) jobs(ctx context.Context, query url.Values) ([]jobRow, error) {
+func (c *apiClient) jobs(ctx context.Context, query url.Values) ([]jobRow, json.RawMessage, error) {
+	var raw json.RawMessage
+	if _, err := c.call(ctx, request{method: http.MethodGet, path: "/api/v1/jobs", query: query}, &raw); err != nil {
+		return nil, nil, err
+	}
 	var rows []jobRow
-	_, err := c.call(ctx, request{method: http.MethodGet, path: "/api/v1/jobs", query: query}, &rows)
-	return rows, err
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return nil, nil, fmt.Errorf("GET /api/v1/jobs: the answer is not a list of jobs: %w", err)
+	}
+	return rows, raw, nil
 }
 
 func jobPath(id string) string { return "/api/v1/jobs/" + url.PathEscape(id) }

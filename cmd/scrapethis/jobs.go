@@ -17,14 +17,16 @@ import (
 
 const jobsUsage = `usage: scrapethis jobs <command> [flags]
 
-  start SPIDER [-a NAME=VALUE]... [-s SETTING=VALUE]... [--version V] [--memory-mb N] [--timeout-seconds N]
+  start SPIDER [-a NAME=VALUE]... [-s SETTING=VALUE]... [--version V] [--priority N]
+               [--memory-mb N] [--timeout-seconds N] [--idempotency-key K]
                        start a job; prints its id
-  list [--status S] [--spider-id ID] [--limit N]   your jobs, newest first
+  list [--status S] [--spider NAME | --spider-id ID] [--limit N]   your jobs, newest first
   get ID               a job, as the API's JSON
   cancel ID            cancel a job
   logs ID [-f]         a job's log; -f follows it until the job ends
   items ID [--format json|jsonl|csv] [--offset N] [--limit N]   a job's items
 
+Every command takes --json: the API's answer as JSON instead of text for people.
 Reads SCRAPETHIS_URL (default http://127.0.0.1:8080) and SCRAPETHIS_API_KEY.
 `
 
@@ -44,6 +46,7 @@ func cmdJobs(ctx context.Context, args []string, getenv func(string) string, std
 	fs.Usage = func() { fmt.Fprint(stderr, jobsUsage); fs.PrintDefaults() }
 	var run func(ctx context.Context, c *apiClient, pos []string) error
 	var positional int // how many positional arguments sub takes
+	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
 	switch sub {
 	case "start":
 		positional = 1
@@ -54,28 +57,61 @@ func cmdJobs(ctx context.Context, args []string, getenv func(string) string, std
 		fs.StringVar(&body.Version, "version", "", "version id or label of the spider's project (default: its latest ready version)")
 		fs.IntVar(&body.MemoryMB, "memory-mb", 0, "memory limit in MiB (default: the operator's)")
 		fs.IntVar(&body.TimeoutSeconds, "timeout-seconds", 0, "stop the job after this many seconds")
+		fs.Func("priority", "0 (lowest) to 4 (highest); default the API's 2", func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			body.Priority = &n
+			return nil
+		})
+		idem := fs.String("idempotency-key", "", "send this Idempotency-Key: a retry with the same key starts no second job")
 		run = func(ctx context.Context, c *apiClient, pos []string) error {
 			body.SpiderName, body.Arguments, body.Settings = pos[0], arguments, settings
-			id, err := c.startJob(ctx, body)
-			if err == nil {
-				fmt.Fprintln(stdout, id)
+			raw, err := c.startJob(ctx, body, *idem)
+			if err != nil {
+				return err
 			}
-			return err
+			if *asJSON {
+				return printJSON(stdout, raw)
+			}
+			var out struct {
+				JobID string `json:"jobId"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil || out.JobID == "" {
+				return fmt.Errorf("POST /api/v1/jobs: no job id in the answer %s", raw)
+			}
+			fmt.Fprintln(stdout, out.JobID)
+			return nil
 		}
 	case "list":
 		status := fs.String("status", "", "pending, running, finished, cancelled or error")
 		spider := fs.String("spider-id", "", "only this spider's jobs")
+		spiderName := fs.String("spider", "", "only the jobs of the spider with this name")
 		limit := fs.Int("limit", 0, "at most this many (default: the API's 50)")
 		run = func(ctx context.Context, c *apiClient, _ []string) error {
 			q := url.Values{}
 			setQuery(q, "status", *status)
 			setQuery(q, "spider_id", *spider)
+			if *spiderName != "" {
+				if *spider != "" {
+					return errors.New("give --spider or --spider-id, not both")
+				}
+				id, err := c.spiderID(ctx, *spiderName)
+				if err != nil {
+					return err
+				}
+				q.Set("spider_id", id)
+			}
 			if *limit > 0 {
 				q.Set("limit", strconv.Itoa(*limit))
 			}
-			rows, err := c.jobs(ctx, q)
+			rows, raw, err := c.jobs(ctx, q)
 			if err != nil {
 				return err
+			}
+			if *asJSON {
+				return printJSON(stdout, raw)
 			}
 			printJobs(stdout, rows)
 			return nil
@@ -87,22 +123,21 @@ func cmdJobs(ctx context.Context, args []string, getenv func(string) string, std
 			if err != nil {
 				return err
 			}
-			var out bytes.Buffer
-			if err := json.Indent(&out, raw, "", "  "); err != nil {
-				return fmt.Errorf("the job is not valid JSON: %w", err)
-			}
-			out.WriteByte('\n')
-			_, err = stdout.Write(out.Bytes())
-			return err
+			return printJSON(stdout, raw)
 		}
 	case "cancel":
 		positional = 1
 		run = func(ctx context.Context, c *apiClient, pos []string) error {
 			msg, err := c.cancelJob(ctx, pos[0])
-			if err == nil {
-				fmt.Fprintln(stdout, msg)
+			switch {
+			case err != nil:
+				return err
+			case *asJSON:
+				raw, _ := json.Marshal(map[string]any{"ok": true, "message": msg})
+				return printJSON(stdout, raw)
 			}
-			return err
+			fmt.Fprintln(stdout, msg)
+			return nil
 		}
 	case "logs":
 		positional = 1
@@ -150,6 +185,17 @@ func cmdJobs(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	return run(ctx, c, pos)
+}
+
+// printJSON writes an API answer indented, one value per call.
+func printJSON(w io.Writer, raw json.RawMessage) error {
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return fmt.Errorf("the answer is not valid JSON: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
 }
 
 func setQuery(q url.Values, k, v string) {

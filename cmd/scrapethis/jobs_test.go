@@ -137,6 +137,30 @@ func TestJobsCommands(t *testing.T) {
 	if list := p.mustCLI("jobs", "list", "--status", "running"); strings.Contains(list, id) {
 		t.Fatalf("list of running jobs:\n%s", list)
 	}
+	// --json: the API's answer; --spider: by name.
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(p.mustCLI("jobs", "list", "--spider", "hello", "--json")), &rows); err != nil || len(rows) != 1 || rows[0]["id"] != id {
+		t.Fatalf("list --spider hello --json: %v %v", rows, err)
+	}
+	if out := p.mustCLI("jobs", "list", "--spider", "sleepy", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("list --spider sleepy: %s", out)
+	}
+	if got := p.mustCLI("jobs", "items", id, "--format", "csv"); got != "arg\r\ngreeting=hi there\r\n" {
+		t.Fatalf("items as csv %q", got)
+	}
+	// The same idempotency key twice: one job.
+	var first, again map[string]any
+	json.Unmarshal([]byte(p.mustCLI("jobs", "start", "hello", "--idempotency-key", "cli-1", "--priority", "3", "--json")), &first)
+	json.Unmarshal([]byte(p.mustCLI("jobs", "start", "hello", "--idempotency-key", "cli-1", "--priority", "3", "--json")), &again)
+	if first["jobId"] == nil || first["jobId"] != again["jobId"] || first["status"] != "pending" {
+		t.Fatalf("keyed starts answered %v and %v", first, again)
+	}
+	if _, err := p.cli("jobs", "start", "hello", "--idempotency-key", "cli-1", "-a", "x=1"); err == nil || !strings.Contains(err.Error(), "422") {
+		t.Fatalf("the key with another body: %v", err)
+	}
+	testenv.WaitFor(t, time.Minute, "the keyed job to end", func() bool {
+		return strings.Contains(p.mustCLI("jobs", "get", first["jobId"].(string)), `"finished_at": "`)
+	})
 
 	sleepy := strings.TrimSpace(p.mustCLI("jobs", "start", "sleepy", "--timeout-seconds", "600"))
 	testenv.WaitFor(t, time.Minute, "the sleepy job to run", func() bool {
@@ -164,6 +188,8 @@ func TestJobsCommands(t *testing.T) {
 		{[]string{"jobs", "get"}, "jobs get takes 1 argument(s), got 0"},
 		{[]string{"jobs", "start", "hello", "-a", "novalue"}, `"novalue" is not NAME=VALUE`},
 		{[]string{"jobs", "frobnicate"}, `unknown jobs command "frobnicate"`},
+		{[]string{"jobs", "list", "--spider", "nope"}, `no spider named "nope"`},
+		{[]string{"jobs", "start", "hello", "--priority", "high"}, `"high" is not a whole number`},
 	} {
 		if _, err := p.cli(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: err %v, want %q", tc.args, err, tc.want)
