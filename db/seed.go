@@ -187,3 +187,20 @@ func (d *DB) CheckpointerPID(ctx context.Context) (int, error) {
 	}
 	return pid, nil
 }
+
+// DeliveryTimes returns, for the bench, each delivery's id with the time
+// its job became final (the outbox row is written in that statement).
+func (d *DB) DeliveryTimes(ctx context.Context, webhookID string) (map[string]time.Time, error) {
+	var rows []struct {
+		ID        string    `db:"id"`
+		CreatedAt time.Time `db:"created_at"`
+	}
+	if err := d.sel(ctx, &rows, `SELECT id, created_at FROM webhook_deliveries WHERE webhook_id = $1`, webhookID); err != nil {
+		return nil, fmt.Errorf("delivery times: %w", err)
+	}
+	out := make(map[string]time.Time, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.CreatedAt
+	}
+	return out, nil
+}

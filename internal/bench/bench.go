@@ -118,7 +118,7 @@ type Config struct {
 
 // ScenarioKeys name the scenarios for Config.Only, in the order they run.
 func ScenarioKeys() []string {
-	return []string{"create", "idle", "dispatch", "deploy", "completion", "sandbox", "cancel", "fairshare", "items", "list"}
+	return []string{"create", "idle", "dispatch", "deploy", "completion", "webhooks", "sandbox", "cancel", "fairshare", "items", "list"}
 }
 
 // Benchmarker is one run of the benchmark: its connections, its child
@@ -152,6 +152,8 @@ type Benchmarker struct {
 	spiders     map[string]string // name -> id, of the bench user
 	concurrency int               // the worker's
 
+	// completionRate is the completion row's jobs/s, for the webhooks row.
+	completionRate float64
 	// workerIdleCPU is the worker's CPU while idle, % of a core.
 	workerIdleCPU float64
 }
@@ -223,6 +225,7 @@ func (b *Benchmarker) scenarios() []scenario {
 		{"dispatch", "dispatch latency", b.dispatchLatency},
 		{"deploy", "deploys", b.deployed},
 		{"completion", "job completion throughput", b.completionThroughput},
+		{"webhooks", "webhook delivery lag", b.webhookLag},
 		{"sandbox", "sandbox cost", b.sandboxCost},
 		{"cancel", "cancel latency", b.cancelLatency},
 		{"fairshare", "fair share", b.fairShare},

@@ -136,6 +136,7 @@ func (b *Benchmarker) completionThroughput(ctx context.Context) error {
 		return err
 	}
 	rate := float64(p.ok) / elapsed.Seconds()
+	b.completionRate = rate
 	note := fmt.Sprintf("%d jobs in %s, all POSTed after %s; %d finished", p.ok, elapsed.Round(time.Millisecond),
 		p.elapsed.Round(time.Millisecond), finished)
 	if p.ok != n {

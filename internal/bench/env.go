@@ -199,6 +199,8 @@ func (b *Benchmarker) childEnv() error {
 		// it on (sandbox.go).
 		"SCRAPETHIS_SANDBOX":   "off",
 		"SCRAPETHIS_CACHE_DIR": filepath.Join(b.dir, "cache"),
+		// The webhooks scenario's receiver is on loopback.
+		"SCRAPETHIS_WEBHOOK_ALLOW_PRIVATE": "true",
 	}
 	if b.cfg.WorkerConcurrency > 0 {
 		set["SCRAPETHIS_WORKER_CONCURRENCY"] = strconv.Itoa(b.cfg.WorkerConcurrency)
