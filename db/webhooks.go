@@ -187,3 +187,25 @@ func (d *DB) SettleDelivery(ctx context.Context, dl Delivery, r DeliveryResult) 
 	}
 	return nil
 }
+
+// outboxChannel is NOTIFYed for every transaction that writes deliveries.
+const outboxChannel = "scrapethis_webhook_outbox"
+
+// WatchOutbox listens on its own connection until ctx ends and calls wake
+// for each transaction that wrote webhook deliveries, and after each
+// reconnect (one may have been missed meanwhile).
+func (d *DB) WatchOutbox(ctx context.Context, wake func()) error {
+	l := pq.NewListener(d.dsn, 100*time.Millisecond, 5*time.Second, nil)
+	defer l.Close()
+	if err := l.Listen(outboxChannel); err != nil {
+		return fmt.Errorf("watch the webhook outbox: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.Notify:
+			wake()
+		}
+	}
+}

@@ -27,7 +27,7 @@ var DefaultBackoff = []time.Duration{
 
 // Config tunes a Deliverer. Zero fields take the defaults.
 type Config struct {
-	Poll         time.Duration   // how often due deliveries are looked for (500ms)
+	Poll         time.Duration   // how often due deliveries are looked for, besides each new one's NOTIFY (1s)
 	Batch        int             // deliveries claimed at a time (32)
 	Concurrency  int             // requests in flight at once (8)
 	Timeout      time.Duration   // per request, connecting included (10s)
@@ -38,7 +38,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Poll <= 0 {
-		c.Poll = 500 * time.Millisecond
+		c.Poll = time.Second
 	}
 	if c.Batch <= 0 {
 		c.Batch = 32
@@ -101,11 +101,26 @@ func New(cfg Config, store *db.DB, encode EncodeJob, log *slog.Logger) *Delivere
 }
 
 // Run delivers until ctx ends; it waits for its requests before returning.
+// A new delivery's NOTIFY wakes it at once; it also looks every Poll, for
+// retries coming due and for a notification lost while its listening
+// connection was down.
 func (d *Deliverer) Run(ctx context.Context) error {
 	defer d.client.CloseIdleConnections()
 	sem := make(chan struct{}, d.cfg.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wake := make(chan struct{}, 1)
+	wg.Go(func() {
+		err := d.db.WatchOutbox(ctx, func() {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("webhook outbox watch failed; deliveries wait for the poll", "poll", d.cfg.Poll, "err", err)
+		}
+	})
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
 	for {
@@ -135,6 +150,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }

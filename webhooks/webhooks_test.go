@@ -445,3 +445,37 @@ func TestDeliveryGuards(t *testing.T) {
 		t.Fatalf("%d deliveries still due", due)
 	}
 }
+
+// A new delivery wakes a deliverer at once: with an hour between polls,
+// the event still arrives.
+func TestDeliveryWokenByNotify(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var rc receiver
+	srv := httptest.NewServer(rc.handler(func(int) int { return 200 }))
+	t.Cleanup(srv.Close)
+	b.hook(t, srv.URL+"/hook")
+	cfg := fast()
+	cfg.Poll = time.Hour
+	run(t, b.db, cfg)
+	testenv.WaitFor(t, 20*time.Second, "the deliverer to listen", func() bool {
+		var n int
+		b.sql.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%scrapethis_webhook_outbox%'`).Scan(&n)
+		return n == 1
+	})
+	id := b.finish(t, scrapethis.StatusError)
+	testenv.WaitFor(t, 20*time.Second, "the delivery", func() bool { return rc.count() == 1 })
+	if msg := verify(t, secretOf(t, b), rc.get(0)); msg["type"] != "job.error" || msg["data"].(map[string]any)["id"] != id {
+		t.Fatalf("delivery %v", msg)
+	}
+}
+
+// secretOf returns the secret of the only webhook.
+func secretOf(t *testing.T, b *bundle) string {
+	t.Helper()
+	var secret string
+	if err := b.sql.QueryRow(`SELECT secret FROM webhooks`).Scan(&secret); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}

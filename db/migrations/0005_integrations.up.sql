@@ -58,3 +58,13 @@ CREATE INDEX webhook_attempts_webhook ON webhook_attempts (webhook_id, created_a
 -- Retention: a job whose items and logs were deleted keeps its row.
 ALTER TABLE jobs ADD COLUMN purged_at timestamptz;
 CREATE INDEX jobs_unpurged_final ON jobs (finished_at) WHERE purged_at IS NULL AND finished_at IS NOT NULL;
+
+-- A new delivery wakes the deliverers at once (they also poll): one
+-- notification per transaction, whatever the rows.
+CREATE FUNCTION scrapethis_webhook_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('scrapethis_webhook_outbox', '');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER webhook_deliveries_notify AFTER INSERT ON webhook_deliveries
+    FOR EACH ROW EXECUTE FUNCTION scrapethis_webhook_outbox_notify();

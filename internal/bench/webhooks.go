@@ -108,7 +108,7 @@ func (b *Benchmarker) webhookLag(ctx context.Context) error {
 	}
 	badSigs := bad
 	mu.Unlock()
-	note := fmt.Sprintf("%d deliveries of %d jobs, %d bad signatures; the deliverer polls every 500 ms", len(lags), p.ok, badSigs)
+	note := fmt.Sprintf("%d deliveries of %d jobs, %d bad signatures; the deliverer is woken by NOTIFY and polls every second", len(lags), p.ok, badSigs)
 	b.res.add("webhooks: delivery lag p50 (final status -> receiver)", ms(percentile(lags, 50)), "ms", nil, false, nil, note)
 	b.res.add("webhooks: delivery lag p99 (final status -> receiver)", ms(percentile(lags, 99)), "ms", nil, false, atMost(2000), note)
 	var base *float64
