@@ -52,7 +52,7 @@ func forkRun(t *testing.T, l *sandbox.Launcher, z *Zygote, p sandbox.Policy, arg
 	outR, outW, _ := os.Pipe()
 	errR, errW, _ := os.Pipe()
 	proc, err := l.StartForked(p, sandbox.Command{Path: argv[0], Args: argv,
-		Env: []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "HOME=/nonexistent"},
+		Env:    []string{"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "PYTHONUNBUFFERED=1", "HOME=/nonexistent"},
 		Stdout: outW, Stderr: errW}, z)
 	outW.Close()
 	errW.Close()
@@ -240,5 +240,100 @@ func TestZygoteGone(t *testing.T) {
 	res := forkRun(t, offLauncher(t), z, sandbox.Policy{}, argv)
 	if !errors.Is(res.err, ErrZygoteGone) {
 		t.Fatalf("err %v", res.err)
+	}
+}
+
+// TestZygoteSandboxed: a forked run inside the job's sandbox is where an
+// executed one is: the job's uid, its own PID namespace (the init and
+// itself), /job as cwd, HOME and TMPDIR, its code read-only, its cgroup,
+// the init's rlimits, no capabilities, no_new_privs.
+func TestZygoteSandboxed(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("the sandbox needs root")
+	}
+	z := startZygote(t)
+	cfg := sandbox.DefaultConfig()
+	cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
+	cfg.LockDir = filepath.Join(os.TempDir(), "scrapethis-test-uids")
+	cfg.Defaults.MemoryMB, cfg.Defaults.DiskMB, cfg.Defaults.Procs, cfg.Defaults.NoFile = 256, 16, 64, 100
+	l, err := sandbox.NewLauncher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := t.TempDir()
+	writeFiles(t, code, map[string]string{"probe.py": `import json, os, resource, sys
+import scrapy
+
+class Probe(scrapy.Spider):
+    name = "probe"
+
+    def start_requests(self):
+        return []
+
+    def closed(self, reason):
+        status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+        try:
+            open("/spider/evil", "w")
+            ro = False
+        except OSError:
+            ro = True
+        seen = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "cwd": os.getcwd(),
+                "home": os.environ.get("HOME"), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+                "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0], "caps": status["CapEff"].strip(),
+                "bnd": status["CapBnd"].strip(), "nnp": status["NoNewPrivs"].strip(), "ro": ro,
+                "cgroup": open("/proc/self/cgroup").read()}
+        sys.stderr.write("SEEN " + json.dumps(seen) + "\n")
+`})
+	p, err := l.Policy("zygote-test", []sandbox.Mount{{Source: filepath.Join(code, "probe.py"), Target: "/spider/probe.py"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv, err := Run{Python: python, Mode: ModeRunspider, Spider: "/spider/probe.py", LogLevel: "INFO"}.Argv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := forkRun(t, l, z, p, argv)
+	if res.err != nil {
+		t.Fatalf("%v: %s", res.err, res.stderr)
+	}
+	_, line, ok := strings.Cut(string(res.stderr), "SEEN ")
+	if !ok {
+		t.Fatalf("no probe in the log:\n%s", res.stderr)
+	}
+	line, _, _ = strings.Cut(line, "\n")
+	var seen struct {
+		UID, GID, NoFile int
+		Groups           []int
+		Cwd, Home        string
+		Pids             []int
+		Caps, Bnd, NNP   string
+		RO               bool
+		Cgroup           string
+	}
+	if err := json.Unmarshal([]byte(line), &seen); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", seen)
+	if seen.UID < cfg.UIDFirst || seen.UID > cfg.UIDLast || seen.GID != seen.UID || len(seen.Groups) != 0 {
+		t.Errorf("runs as %d:%d %v", seen.UID, seen.GID, seen.Groups)
+	}
+	if seen.Cwd != "/job" || seen.Home != "/nonexistent" && seen.Home != "/job" {
+		t.Errorf("cwd %s home %s", seen.Cwd, seen.Home)
+	}
+	if len(seen.Pids) != 2 || seen.Pids[0] != 1 {
+		t.Errorf("sees processes %v; want the init and itself", seen.Pids)
+	}
+	if seen.NoFile != 100 {
+		t.Errorf("RLIMIT_NOFILE %d, want the policy's 100", seen.NoFile)
+	}
+	if seen.Caps != "0000000000000000" || seen.Bnd != "0000000000000000" || seen.NNP != "1" {
+		t.Errorf("capabilities %s, bounding set %s, no_new_privs %s", seen.Caps, seen.Bnd, seen.NNP)
+	}
+	if !seen.RO {
+		t.Error("wrote into its code")
+	}
+	if !strings.Contains(seen.Cgroup, "zygote-test-") {
+		t.Errorf("not in the job's cgroup:\n%s", seen.Cgroup)
 	}
 }
