@@ -99,10 +99,13 @@ func (b *Benchmarker) scrapyRunners(ctx context.Context) error {
 	return nil
 }
 
-var parentReady = regexp.MustCompile(`"msg":"warm Python parent ready".*?"pid":(\d+),"start":"([^"]+)"`)
+// parentReady is the worker's JSON log line for a warm parent; slog
+// writes the start duration in nanoseconds.
+var parentReady = regexp.MustCompile(`"msg":"warm Python parent ready".*?"pid":(\d+),"start":(\d+)`)
 
 func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRun, error) {
 	var out scrapyRun
+	b.worker.stop(30 * time.Second) // the previous one: one worker at a time
 	saved := b.env
 	b.env = append(slices.Clone(saved), "SCRAPETHIS_SCRAPY_RUNNER="+runner, "SCRAPETHIS_WORKER_CONCURRENCY=4")
 	w, err := b.startChild("worker-scrapy-"+runner, "worker")
@@ -193,10 +196,11 @@ func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRu
 			return out, fmt.Errorf("no warm parent in the worker's log:\n%s", w.tail())
 		}
 		zp, _ := strconv.Atoi(m[1])
+		startNs, _ := strconv.ParseInt(m[2], 10, 64)
 		out.parentK, _ = pssKiB(zp)
 		_, rss, _ := b.procs.memory(zp)
 		out.parent = fmt.Sprintf("its RSS %d KiB, PSS %.0f KiB while 4 spiders run; it was warm %s after its start (imports of Scrapy, Twisted and the default components)",
-			rss/1024, out.parentK, m[2])
+			rss/1024, out.parentK, time.Duration(startNs).Round(time.Millisecond))
 	}
 	return out, nil
 }
