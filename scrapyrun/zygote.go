@@ -88,7 +88,6 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 		control.Close()
 		return nil, fmt.Errorf("zygote pipe: %w", err)
 	}
-	defer errW.Close()
 	cmd := &exec.Cmd{
 		Path:       cfg.Python,
 		Args:       []string{cfg.Python, "-B", "-c", runnerScript, "--mode", "zygote", "--"},
@@ -101,7 +100,9 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	errW.Close() // the zygote's alone: its end is EOF once the zygote and its children are gone
+	if err != nil {
 		control.Close()
 		errR.Close()
 		return nil, fmt.Errorf("start zygote %s: %w", cfg.Python, err)
@@ -111,10 +112,8 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 		defer close(z.logDone)
 		defer errR.Close()
 		sc := bufio.NewScanner(io.LimitReader(errR, 1<<20))
-		var last string
 		for sc.Scan() {
-			last = sc.Text()
-			cfg.Log.Warn("zygote: "+strings.ToValidUTF8(last, "?"), "python", cfg.Python)
+			cfg.Log.Warn("zygote: "+strings.ToValidUTF8(sc.Text(), "?"), "python", cfg.Python)
 		}
 		io.Copy(io.Discard, errR)
 	}()

@@ -129,7 +129,7 @@ func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRu
 			return out, fmt.Errorf("a trivial Scrapy job ended %s (%v): %s; worker log:\n%s", job.Status, err, deref(job.Error), w.tail())
 		}
 	}
-	for range max(b.sz.DispatchJobs/3, 10) {
+	for range max(b.sz.DispatchJobs/3, 3) {
 		start := time.Now()
 		id, err := b.postJob(ctx, "scrapy", args)
 		if err != nil {
@@ -145,7 +145,7 @@ func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRu
 		}
 		out.latency = append(out.latency, at.Sub(start))
 	}
-	if out.rate, err = b.spiderRate(ctx, "scrapy", args, max(b.sz.CompletionJobs/15, 40)); err != nil {
+	if out.rate, err = b.spiderRate(ctx, "scrapy", args, max(b.sz.CompletionJobs/15, 4)); err != nil {
 		return out, err
 	}
 
@@ -167,7 +167,7 @@ func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRu
 		}
 	}()
 	var pids []int
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for _, id := range ids {
 		for {
 			_, pid, err := readInitStamp(filepath.Join(dir, id+".init"))
@@ -176,7 +176,7 @@ func (b *Benchmarker) scrapyRunner(ctx context.Context, runner string) (scrapyRu
 				break
 			}
 			if time.Now().After(deadline) || ctx.Err() != nil {
-				return out, fmt.Errorf("idle spider %s did not start within 60s", id)
+				return out, fmt.Errorf("idle spider %s did not start within 2 minutes; worker log:\n%s", id, w.tail())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
