@@ -134,6 +134,11 @@ func Load(getenv func(string) string) (Config, error) {
 	w.LostAfter = p.duration("SCRAPETHIS_WORKER_LOST_AFTER", w.LostAfter)
 	w.ScrapyLogLevel = p.str("SCRAPETHIS_SCRAPY_LOG_LEVEL", w.ScrapyLogLevel)
 	w.Python = p.str("SCRAPETHIS_PYTHON", w.Python)
+	switch w.ScrapyRunner = strings.ToLower(p.str("SCRAPETHIS_SCRAPY_RUNNER", w.ScrapyRunner)); w.ScrapyRunner {
+	case "fork", "exec":
+	default:
+		p.errs = append(p.errs, "SCRAPETHIS_SCRAPY_RUNNER must be fork or exec")
+	}
 	w.JobItemMaxMB = p.integer("SCRAPETHIS_JOB_ITEMS_MAX_MB", w.JobItemMaxMB, 1, 1<<30)
 	w.CacheDir = p.str("SCRAPETHIS_CACHE_DIR", w.CacheDir)
 	w.CacheMaxMB = p.integer("SCRAPETHIS_CACHE_MAX_MB", w.CacheMaxMB, 16, 1<<24)

@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.DatabaseURL != "postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable" || c.RedisURL != "redis://127.0.0.1:6379/0" ||
 		c.HTTPAddr != "127.0.0.1:8080" || c.Worker.SpidersDir != "./spiders" || c.Worker.Concurrency != 4 ||
-		c.Worker.CancelGrace != 10*time.Second || c.AdminUser != "admin" || c.Worker.Guard != nil || c.DBMaxConns != 20 {
+		c.Worker.CancelGrace != 10*time.Second || c.AdminUser != "admin" || c.Worker.Guard != nil || c.DBMaxConns != 20 || c.Worker.ScrapyRunner != "fork" {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -29,13 +29,16 @@ func TestValues(t *testing.T) {
 		"SCRAPETHIS_JOB_TIMEOUT":        "1m30s",
 		"SCRAPETHIS_PYTHON":             "/opt/py/bin/python3", "SCRAPETHIS_CACHE_DIR": "/srv/cache", "SCRAPETHIS_CACHE_MAX_MB": "512",
 		"SCRAPETHIS_SPIDER_GUARD": "off",
-		"SCRAPETHIS_DB_MAX_CONNS": "7",
+		"SCRAPETHIS_DB_MAX_CONNS": "7", "SCRAPETHIS_SCRAPY_RUNNER": "EXEC",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.DBMaxConns != 7 {
 		t.Fatalf("DBMaxConns %d", c.DBMaxConns)
+	}
+	if c.Worker.ScrapyRunner != "exec" {
+		t.Fatalf("ScrapyRunner %q", c.Worker.ScrapyRunner)
 	}
 	w := c.Worker
 	if w.Concurrency != 16 || w.CancelGrace != 2500*time.Millisecond || w.DefaultTimeout != 90*time.Second ||
@@ -50,11 +53,12 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		"SCRAPETHIS_CANCEL_GRACE":        "soon",
 		"SCRAPETHIS_MONITORING_READONLY": "maybe",
 		"SCRAPETHIS_LOG_LEVEL":           "loud",
+		"SCRAPETHIS_SCRAPY_RUNNER":       "spawn",
 	}))
 	if err == nil {
 		t.Fatal("bad values accepted")
 	}
-	for _, name := range []string{"SCRAPETHIS_WORKER_CONCURRENCY", "SCRAPETHIS_CANCEL_GRACE", "SCRAPETHIS_MONITORING_READONLY", "SCRAPETHIS_LOG_LEVEL"} {
+	for _, name := range []string{"SCRAPETHIS_WORKER_CONCURRENCY", "SCRAPETHIS_CANCEL_GRACE", "SCRAPETHIS_MONITORING_READONLY", "SCRAPETHIS_LOG_LEVEL", "SCRAPETHIS_SCRAPY_RUNNER"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}

@@ -23,6 +23,10 @@ type Worker struct {
 	// "scrapethis spider-guard".
 	Guard          []string
 	ScrapyLogLevel string
+	// ScrapyRunner is how Scrapy spiders start: "fork" (a warm Python
+	// parent per interpreter forks each one; see package scrapyrun,
+	// Zygote) or "exec" (a fresh Python per job).
+	ScrapyRunner string
 
 	TaskCheckInterval time.Duration // asynq's poll of an empty queue
 	Heartbeat         time.Duration // how often the worker says it is alive
@@ -45,6 +49,7 @@ func DefaultWorker() Worker {
 		Python:            "/usr/bin/python3",
 		CacheMaxMB:        4096,
 		ScrapyLogLevel:    "INFO",
+		ScrapyRunner:      "fork",
 		TaskCheckInterval: 5 * time.Millisecond,
 		Heartbeat:         2 * time.Second,
 		LostAfter:         15 * time.Second,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -72,7 +73,9 @@ func RunInit() int {
 	var req request
 	f := os.NewFile(policyFD, "policy")
 	err := json.NewDecoder(f).Decode(&req)
-	f.Close()
+	if !req.Adopt {
+		f.Close()
+	}
 	if err != nil {
 		return fail("read policy", err)
 	}
@@ -95,6 +98,9 @@ func RunInit() int {
 		}
 		report("exit 0")
 		return 0
+	}
+	if req.Adopt {
+		return adopt(f, report)
 	}
 
 	sigs := make(chan os.Signal, 8)
@@ -398,4 +404,43 @@ func becomeUser(uid, gid int) error {
 		return errors.New("uid " + strconv.Itoa(uid) + " did not stick")
 	}
 	return nil
+}
+
+// adopt holds a built sandbox for a spider forked into it from outside
+// (see Launcher.StartForked): that spider is the worker's child, not the
+// init's, and the worker waits for it. The init reaps what becomes its
+// child (the spider's orphans), forwards SIGTERM/SIGINT/SIGHUP to every
+// process of the sandbox, and ends when the launcher closes the policy
+// pipe: then the kernel kills whatever is left in the namespace.
+func adopt(policy *os.File, report func(string, ...any)) int {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGCHLD)
+	report("ready\n")
+	closed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, policy)
+		close(closed)
+	}()
+	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGCHLD {
+				unix.Kill(-1, sig.(syscall.Signal))
+				continue
+			}
+			for {
+				var ws unix.WaitStatus
+				pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				if err != nil || pid <= 0 {
+					break
+				}
+			}
+		case <-closed:
+			report("exit 0")
+			return 0
+		}
+	}
 }

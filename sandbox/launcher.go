@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,6 +68,10 @@ type request struct {
 	Path   string
 	Args   []string
 	Env    []string
+	// Adopt: run nothing; once the sandbox is built, say "ready" and hold
+	// it (reaping, forwarding signals) until the policy pipe closes. The
+	// spider is forked into it (see StartForked).
+	Adopt bool
 }
 
 // Process is one started sandbox (or, with the sandbox off, one process
@@ -78,6 +83,13 @@ type Process struct {
 	cg      *jobCgroup
 	lease   *uidLease
 	tempDir string // sandbox off: the job directory on the host
+
+	// Forked (StartForked): the spider's pid, the worker's child by
+	// adoption; with the sandbox on, the open policy pipe whose close ends
+	// the init, and the init's status lines.
+	forked      int
+	policyW     *os.File
+	statusLines *bufio.Reader
 }
 
 // Start starts c under p. With the sandbox on, it takes a uid for the job,
@@ -119,12 +131,23 @@ func cgroupName(name string, uid int) string {
 }
 
 func (l *Launcher) startInit(p Policy, c Command, cg *jobCgroup) (*Process, error) {
+	return l.startInitRequest(p, c, cg, false)
+}
+
+// startInitRequest starts the init; an adopting one keeps its policy pipe
+// open in Process.policyW.
+func (l *Launcher) startInitRequest(p Policy, c Command, cg *jobCgroup, adopt bool) (*Process, error) {
 	policyR, policyW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox pipe: %w", err)
 	}
 	defer policyR.Close()
-	defer policyW.Close()
+	keepW := false
+	defer func() {
+		if !keepW {
+			policyW.Close()
+		}
+	}()
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox pipe: %w", err)
@@ -166,13 +189,17 @@ func (l *Launcher) startInit(p Policy, c Command, cg *jobCgroup) (*Process, erro
 	if err := cg.join(cmd.Process.Pid); err != nil {
 		return fail(err)
 	}
-	body, err := json.Marshal(request{Policy: p, Path: c.Path, Args: c.Args, Env: c.Env})
+	body, err := json.Marshal(request{Policy: p, Path: c.Path, Args: c.Args, Env: c.Env, Adopt: adopt})
 	if err != nil {
 		return fail(fmt.Errorf("sandbox policy: %w", err))
 	}
 	policyR.Close()
 	if _, err := policyW.Write(body); err != nil {
 		return fail(fmt.Errorf("send sandbox policy: %w", err))
+	}
+	if adopt {
+		keepW = true
+		proc.policyW = policyW
 	}
 	return proc, nil
 }
@@ -207,7 +234,29 @@ func (l *Launcher) startDirect(c Command) (*Process, error) {
 // Pid is the process group to signal: the init's (which forwards SIGTERM
 // and SIGINT to the whole sandbox, and whose death kills it), or the
 // spider's own with the sandbox off.
-func (p *Process) Pid() int { return p.cmd.Process.Pid }
+func (p *Process) Pid() int {
+	if p.cmd == nil {
+		return p.forked
+	}
+	return p.cmd.Process.Pid
+}
+
+// Pids are this process's children of the caller's to wait for: the init
+// or the spider, and a forked spider.
+func (p *Process) Pids() []int {
+	var out []int
+	if p.cmd != nil {
+		out = append(out, p.cmd.Process.Pid)
+	}
+	if p.forked > 0 {
+		out = append(out, p.forked)
+	}
+	return out
+}
+
+// Forked reports whether the process was forked from a warm parent (see
+// StartForked), and its pid.
+func (p *Process) Forked() (int, bool) { return p.forked, p.forked > 0 }
 
 // UID is the uid the job runs as (0 with the sandbox off).
 func (p *Process) UID() int { return p.policy.UID }
@@ -256,6 +305,9 @@ func (e *ExitError) Sys() any { return e.Status }
 // sandbox on, by then every process of the sandbox is gone (the init is
 // PID 1 of its namespace), its cgroups are removed and its uid is free.
 func (p *Process) Wait() Result {
+	if p.forked > 0 {
+		return p.waitForked()
+	}
 	waitErr := p.cmd.Wait()
 	if p.cg == nil {
 		os.RemoveAll(p.tempDir)

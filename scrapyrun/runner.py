@@ -24,6 +24,11 @@
 #
 # Errors: a failure the runner understands ends the process with exit
 # status 1 and one last stderr line ERROR_PREFIX + reason.
+#
+# Zygote (--mode zygote): a warm parent. It imports Scrapy, Twisted and the
+# components Scrapy's default settings name (never a reactor), says
+# "ready" on its control socket (fd 3), and forks one child per request
+# there; see ZYGOTE below.
 
 import io
 import json
@@ -401,9 +406,351 @@ def list_spiders(opts, items):
         items.write((line + "\n").encode())
 
 
+# ZYGOTE. The worker talks to the zygote over a SOCK_SEQPACKET socket on
+# fd 3. The zygote writes "ready PID" once warm. Each request is one
+# message "fork" carrying three file descriptors (SCM_RIGHTS): the job's
+# own socket, its stdout and its stderr. The zygote forks at once and
+# reads nothing of the job: what a job asks for (arguments, settings,
+# environment) never enters the parent's memory, so no later child can find
+# it there. The first child (C1) reads the request, a JSON object, from the
+# job's socket until EOF:
+#
+#   {"argv": [runner options and scrapy argv], "env": [...], "dir": CWD,
+#    "worker_pid": N, "sandbox": null | {"init_pid": N, "uid": N, "gid": N,
+#    "cgroups": [DIR...], "binds": [{"Source": HOST, "Target": INSIDE}]}}
+#
+# With a sandbox, C1 enters the job's sandbox as its init built it from the
+# one sandbox.Policy: it joins the job's cgroups, copies the init's rlimits
+# and enters every namespace of the init's that differs from its own (the
+# mount namespace last). It forks the spider (C2), writes "pid N" (N as the
+# worker sees it) on the job's socket and exits, so that C2 is adopted by
+# the worker (a child subreaper), which waits for it as for any spider.
+# C2 waits for C1 to be gone, takes a process group of its own, a parent-
+# death SIGKILL (sandbox off: its parent is now the worker) or, sandboxed,
+# drops to the job's uid for good (no_new_privs, no capabilities, no
+# supplementary groups), takes the job's fds, directory and environment,
+# writes "ok" and runs the runner's main as a fresh process would. Any
+# step that fails is reported as "error REASON" on the job's socket.
+
+ZYGOTE_SKIP = {
+    # Both install the default reactor when imported.
+    "scrapy.core.downloader.handlers.ftp",
+    "scrapy.extensions.telnet",
+}
+
+
+def preload():
+    """Imports what every crawl imports, and what Scrapy's default settings
+    name, without installing a reactor."""
+    import importlib
+
+    import scrapy  # noqa: F401
+    import scrapy.cmdline  # noqa: F401
+    import scrapy.commands.crawl  # noqa: F401
+    import scrapy.commands.runspider  # noqa: F401
+    import scrapy.crawler  # noqa: F401
+    import scrapy.exporters  # noqa: F401
+    import scrapy.extensions.feedexport  # noqa: F401
+    import scrapy.utils.project  # noqa: F401
+    import scrapy.utils.spider  # noqa: F401
+    import twisted.internet.task  # noqa: F401
+    from scrapy.settings import default_settings
+
+    names = set()
+    for key in dir(default_settings):
+        value = getattr(default_settings, key)
+        values = list(value) + list(value.values()) if isinstance(value, dict) else [value]
+        for v in values:
+            if isinstance(v, str) and v.startswith("scrapy.") and "." in v[7:]:
+                names.add(v.rsplit(".", 1)[0])
+    for name in sorted(names - ZYGOTE_SKIP):
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    for name in ("configparser", "datetime", "inspect", "pkgutil", "ctypes", "ctypes.util"):
+        importlib.import_module(name)
+    if "twisted.internet.reactor" in sys.modules:
+        raise Failure("zygote: preloading installed a reactor")
+
+
+def zygote():
+    import gc
+    import signal
+    import socket
+    import threading
+
+    control = socket.socket(fileno=3)
+    preload()
+    if threading.active_count() != 1:
+        raise Failure("zygote: preloading started threads")
+    # Its children (C1) are reaped by the kernel.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # What is loaded stays where it is: the collector never touches it, so
+    # children keep sharing its pages.
+    gc.collect()
+    gc.freeze()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    control.send(b"ready %d" % os.getpid())
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(control, 64, 8)
+        except InterruptedError:
+            continue
+        if not msg:
+            os._exit(0)  # the worker is gone
+        if msg != b"fork" or len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                fork_child(fds)
+            except BaseException:
+                traceback.print_exc()
+            os._exit(125)
+        for fd in fds:
+            os.close(fd)
+
+
+class Libc:
+    def __init__(self):
+        import ctypes
+
+        self.ctypes = ctypes
+        self.lib = ctypes.CDLL(None, use_errno=True)
+
+    def call(self, name, *args):
+        ret = getattr(self.lib, name)(*args)
+        if ret < 0:
+            err = self.ctypes.get_errno()
+            raise OSError(err, "%s: %s" % (name, os.strerror(err)))
+        return ret
+
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+NAMESPACES = ("ipc", "uts", "net", "cgroup", "pid", "mnt")
+
+
+def read_all(sock):
+    chunks = []
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def fork_child(fds):
+    """C1: reads the request, enters the job's sandbox, forks the spider."""
+    import signal
+    import socket
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    conn_fd, out_fd, err_fd = fds
+    conn = socket.socket(fileno=conn_fd)
+
+    def fail(step, e):
+        try:
+            conn.sendall(("error %s: %s\n" % (step, one_line(describe(e)))).encode())
+        finally:
+            os._exit(125)
+
+    try:
+        req = json.loads(read_all(conn))
+        box = req.get("sandbox")
+        argv, env, cwd = req["argv"], req["env"], req["dir"]
+    except Exception as e:
+        fail("read request", e)
+    libc = Libc()
+    if box:
+        try:
+            enter(libc, box)
+        except Exception as e:
+            fail("enter sandbox", e)
+    # Readable once C1 has exited, its children handed over: a pidfd's
+    # readiness comes after the reparenting (a pipe's EOF may come before).
+    gone = os.pidfd_open(os.getpid())
+    pid = os.fork()
+    if pid:
+        conn.sendall(b"pid %d\n" % pid)
+        os._exit(0)
+    # C2: the spider.
+    try:
+        import select
+
+        p = select.poll()
+        p.register(gone, select.POLLIN)
+        while not p.poll():
+            pass
+        os.close(gone)
+        os.setpgid(0, 0)
+        if box:
+            become_job(libc, box)
+        else:
+            libc.call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != req["worker_pid"]:
+                raise Failure("the worker is gone (or not a child subreaper)")
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        keep = {0, 1, 2, conn.fileno()}
+        for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.chdir(cwd)
+        os.environ.clear()
+        for kv in env:
+            k, _, v = kv.partition("=")
+            os.environ[k] = v
+        if box:
+            remap_paths(box.get("binds") or [])
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    except BaseException as e:
+        fail("start spider", e)
+    conn.sendall(b"ok\n")
+    conn.close()
+    run_child(argv)
+
+
+def enter(libc, box):
+    """C1, still root: the job's cgroups, the init's rlimits, its namespaces."""
+    import resource
+
+    me = str(os.getpid())
+    for d in box.get("cgroups") or []:
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(me)
+    init = int(box["init_pid"])
+    for name in dir(resource):
+        if name.startswith("RLIMIT_"):
+            res = getattr(resource, name)
+            resource.setrlimit(res, resource.prlimit(init, res))
+    fds = []
+    for ns in NAMESPACES:
+        theirs = "/proc/%d/ns/%s" % (init, ns)
+        if not os.path.exists(theirs) or os.stat(theirs).st_ino == os.stat("/proc/self/ns/" + ns).st_ino:
+            continue
+        fds.append((ns, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+    for ns, fd in fds:
+        try:
+            libc.call("setns", fd, 0)
+        except OSError as e:
+            raise Failure("join the %s namespace: %s" % (ns, describe(e)))
+        os.close(fd)
+    os.chdir("/")
+
+
+def become_job(libc, box):
+    """C2 in the sandbox: the job's uid for good, as the init's spider has."""
+    uid, gid = int(box["uid"]), int(box["gid"])
+    if uid <= 0 or gid <= 0:
+        raise Failure("no job uid")
+    libc.call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    cap = 0
+    while cap < 64:
+        try:
+            libc.call("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0)
+        except OSError as e:
+            if e.errno == 22:  # EINVAL: past the kernel's last capability
+                break
+            raise
+        cap += 1
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
+        raise Failure("uid %d did not stick" % uid)
+
+
+def remap_paths(binds):
+    """The interpreter was started outside the sandbox: where its modules
+    and packages live on the host, the sandbox binds them elsewhere (a
+    version's venv at /spider/venv)."""
+    import importlib
+
+    moves = [(b["Source"].rstrip("/"), b["Target"].rstrip("/")) for b in binds if b["Source"] != b["Target"]]
+    if not moves:
+        return
+
+    def inside(p):
+        if not isinstance(p, str):
+            return p
+        for src, dst in moves:
+            if p == src or p.startswith(src + "/"):
+                return dst + p[len(src):]
+        return p
+
+    sys.path[:] = [inside(p) for p in sys.path]
+    for name in ("prefix", "exec_prefix", "executable", "base_prefix", "base_exec_prefix"):
+        setattr(sys, name, inside(getattr(sys, name)))
+    for mod in list(sys.modules.values()):
+        path = getattr(mod, "__path__", None)
+        if isinstance(path, list):
+            path[:] = [inside(p) for p in path]
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and inside(f) != f:
+            try:
+                mod.__file__ = inside(f)
+            except (AttributeError, TypeError):
+                pass
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
+
+
+def run_child(argv):
+    """Runs the runner's main as a fresh interpreter would, to its exit:
+    non-daemon threads are waited for, atexit handlers run, streams are
+    flushed."""
+    import atexit
+    import threading
+
+    sys.argv = ["-c"] + list(argv)
+    code = 0
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        if e.code is None:
+            code = 0
+        elif isinstance(e.code, int):
+            code = e.code & 0xFF
+        else:
+            sys.stderr.write("%s\n" % (e.code,))
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+    os._exit(code)
+
+
 def main(argv):
     try:
         opts, rest = parse_options(argv)
+        if opts["mode"] == "zygote":
+            zygote()
         items = items_output()
         try:
             import scrapy  # noqa: F401

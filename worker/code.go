@@ -20,7 +20,8 @@ import (
 type spiderCode struct {
 	mounts  []sandbox.Mount
 	release func()
-	python  string // the interpreter, as the process sees it
+	python  string // the interpreter, as the process sees it ...
+	pyHost  string // ... and on the host (a zygote's, see zygotes)
 
 	exec     string // an executable, as the process sees it ...
 	execHost string // ... and on the host
@@ -36,6 +37,7 @@ type versionCode struct {
 	mounts      []sandbox.Mount
 	projectRoot string
 	python      string
+	pythonHost  string
 }
 
 func (w *Worker) versionCode(e *codecache.Entry) versionCode {
@@ -52,9 +54,10 @@ func (w *Worker) versionCode(e *codecache.Entry) versionCode {
 		}
 		return filepath.Join(base, rel)
 	}
-	c := versionCode{mounts: mounts, projectRoot: inside(e.ProjectDir()), python: w.cfg.Python}
+	c := versionCode{mounts: mounts, projectRoot: inside(e.ProjectDir()), python: w.cfg.Python, pythonHost: w.cfg.Python}
 	if v := e.VenvDir(); v != "" {
 		c.python = filepath.Join(inside(v), "bin", "python")
+		c.pythonHost = filepath.Join(v, "bin", "python")
 	}
 	return c
 }
@@ -77,7 +80,7 @@ func (r *run) code(ctx context.Context, sysLog func(string, ...any)) (spiderCode
 			runPath = sandbox.CodeDir + "/" + filepath.Base(file)
 			mounts = []sandbox.Mount{{Source: file, Target: runPath}}
 		}
-		c := spiderCode{mounts: mounts, release: func() {}, python: r.w.cfg.Python}
+		c := spiderCode{mounts: mounts, release: func() {}, python: r.w.cfg.Python, pyHost: r.w.cfg.Python}
 		if strings.HasSuffix(file, ".py") {
 			c.file = runPath
 		} else {
@@ -100,7 +103,7 @@ func (r *run) code(ctx context.Context, sysLog func(string, ...any)) (spiderCode
 			v.Label, v.Project, ms(time.Since(start)), ms(p.Fetch), ms(p.Unpack), ms(p.Env))
 	}
 	vc := r.w.versionCode(e)
-	c := spiderCode{mounts: vc.mounts, release: e.Release, python: vc.python}
+	c := spiderCode{mounts: vc.mounts, release: e.Release, python: vc.python, pyHost: vc.pythonHost}
 	if v.Kind == scrapethis.KindBundle {
 		rel := filepath.FromSlash(v.Path)
 		c.exec = filepath.Join(vc.projectRoot, rel)

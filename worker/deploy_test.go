@@ -370,7 +370,16 @@ func TestDeployFailures(t *testing.T) {
 // with a virtualenv run in the sandbox, the version bound read-only.
 func TestSandboxedDeployedProject(t *testing.T) {
 	t.Parallel()
-	d := newDeployEnv(t, 1, sandboxed(t))
+	for _, runner := range scrapyRunners() {
+		t.Run(runner, func(t *testing.T) {
+			t.Parallel()
+			testSandboxedDeployedProject(t, runner)
+		})
+	}
+}
+
+func testSandboxedDeployedProject(t *testing.T, runner string) {
+	d := newDeployEnv(t, 1, withRunner(runner, sandboxed(t)))
 	site := shopSite(t, 3)
 	v := d.deploy(shopProject(t, "boxed"))
 	if v.Status != "ready" {
@@ -384,6 +393,7 @@ func TestSandboxedDeployedProject(t *testing.T) {
 	if l := d.logs(id); !strings.Contains(l, "in a sandbox (uid ") || !strings.Contains(l, "200 MiB memory") {
 		t.Fatalf("job did not run sandboxed with its memory_mb:\n%s", l)
 	}
+	checkRunner(t, d.logs(id), runner)
 	var st map[string]any
 	if json.Unmarshal(j.Stats, &st); st["item_scraped_count"] != float64(3) {
 		t.Fatalf("stats %s", j.Stats)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/scrapethis/scrapethis"
@@ -107,6 +108,18 @@ func spiderEnv(jobID, spider string, sandboxed bool) []string {
 		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
 	}
 	return env
+}
+
+// zygoteEnv is a warm parent's environment: a spider's, less what names
+// its job.
+func zygoteEnv(sandboxed bool) []string {
+	var out []string
+	for _, kv := range spiderEnv("", "", sandboxed) {
+		if !strings.HasPrefix(kv, "SCRAPETHIS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // signalGroup sends sig to every process of the spider's process group.

@@ -56,24 +56,25 @@ func newReaper() (*reaper, error) {
 	return r, nil
 }
 
-// start runs fn, which starts one child and returns its pid (0 when it
-// failed), and registers that pid as the worker's own until done(pid).
-func (r *reaper) start(fn func() int) int {
+// start runs fn, which starts children and returns their pids (none when
+// it failed), and registers them as the worker's own until done.
+func (r *reaper) start(fn func() []int) {
 	r.lock.RLock()
 	defer r.lock.RUnlock()
-	pid := fn()
-	if pid > 0 {
-		r.mu.Lock()
+	pids := fn()
+	r.mu.Lock()
+	for _, pid := range pids {
 		r.ours[pid] = true
-		r.mu.Unlock()
 	}
-	return pid
+	r.mu.Unlock()
 }
 
-// done forgets a child the worker has waited for, and sweeps soon.
-func (r *reaper) done(pid int) {
+// done forgets children the worker has waited for, and sweeps soon.
+func (r *reaper) done(pids ...int) {
 	r.mu.Lock()
-	delete(r.ours, pid)
+	for _, pid := range pids {
+		delete(r.ours, pid)
+	}
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -187,11 +188,26 @@ func procState(pid int) (state string, sid int, ok bool) {
 func (w *Worker) start(p sandbox.Policy, c sandbox.Command) (*sandbox.Process, error) {
 	var proc *sandbox.Process
 	var err error
-	w.reaper.start(func() int {
+	w.reaper.start(func() []int {
 		if proc, err = w.launcher.Start(p, c); err != nil {
-			return 0
+			return nil
 		}
-		return proc.Pid()
+		return proc.Pids()
+	})
+	return proc, err
+}
+
+// startForked starts a Scrapy spider forked from a warm parent (see
+// sandbox.Launcher.StartForked): the spider becomes the worker's child as
+// it starts, registered with the reaper before it can end.
+func (w *Worker) startForked(p sandbox.Policy, c sandbox.Command, f sandbox.Forker) (*sandbox.Process, error) {
+	var proc *sandbox.Process
+	var err error
+	w.reaper.start(func() []int {
+		if proc, err = w.launcher.StartForked(p, c, f); err != nil {
+			return nil
+		}
+		return proc.Pids()
 	})
 	return proc, err
 }
@@ -199,6 +215,6 @@ func (w *Worker) start(p sandbox.Policy, c sandbox.Command) (*sandbox.Process, e
 // wait waits for a process start started, then lets the reaper forget it.
 func (w *Worker) wait(proc *sandbox.Process) sandbox.Result {
 	res := proc.Wait()
-	w.reaper.done(proc.Pid())
+	w.reaper.done(proc.Pids()...)
 	return res
 }

@@ -195,14 +195,33 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	}
 	// The launcher starts it in its own process group (sandboxed, behind
 	// the sandbox's init), with a SIGKILL if the worker dies (the guard
-	// takes care of the rest of the group).
-	proc, err := r.w.start(policy, sandbox.Command{
+	// takes care of the rest of the group). A Scrapy spider is forked from
+	// its interpreter's warm parent when there is one, into the same
+	// sandbox; without one (or when it is gone) it starts a fresh Python.
+	cmd := sandbox.Command{
 		Path:   path,
 		Args:   argv,
 		Env:    spiderEnv(r.job.ID, r.job.SpiderName, l.Enabled()),
 		Stdout: outW,
 		Stderr: errW,
-	})
+	}
+	var proc *sandbox.Process
+	zygotePid := 0
+	if code.exec == "" && r.w.zygotes != nil {
+		if z := r.w.zygotes.get(ctx, code.pyHost); z != nil {
+			proc, err = r.w.startForked(policy, cmd, z)
+			switch {
+			case errors.Is(err, scrapyrun.ErrZygoteGone):
+				sysLog("the warm Python parent is gone; this attempt starts a fresh Python")
+				proc, err = nil, nil
+			case err == nil:
+				zygotePid = z.Pid()
+			}
+		}
+	}
+	if proc == nil && err == nil {
+		proc, err = r.w.start(policy, cmd)
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -215,11 +234,15 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	defer r.w.guard.remove(pgid)
 	r.w.metrics.SpiderStarted()
 	defer r.w.metrics.SpiderEnded()
+	how := ""
+	if zygotePid > 0 {
+		how = fmt.Sprintf(", forked from the warm Python parent %d", zygotePid)
+	}
 	if l.Enabled() {
-		sysLog("attempt %d started on worker %s in a sandbox (uid %d, %d MiB memory, %d MiB disk): %s",
-			r.job.Attempts, r.w.id, proc.UID(), policy.Limits.MemoryMB, policy.Limits.DiskMB, strings.Join(argv, " "))
+		sysLog("attempt %d started on worker %s in a sandbox (uid %d, %d MiB memory, %d MiB disk)%s: %s",
+			r.job.Attempts, r.w.id, proc.UID(), policy.Limits.MemoryMB, policy.Limits.DiskMB, how, strings.Join(argv, " "))
 	} else {
-		sysLog("attempt %d started on worker %s: %s", r.job.Attempts, r.w.id, strings.Join(argv, " "))
+		sysLog("attempt %d started on worker %s%s: %s", r.job.Attempts, r.w.id, how, strings.Join(argv, " "))
 	}
 	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts, "sandboxed", l.Enabled())
 

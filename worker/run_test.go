@@ -111,6 +111,15 @@ func TestScrapySpider(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import scrapy").Run(); err != nil {
 		t.Skip("Scrapy is not installed (make test installs python3-scrapy)")
 	}
+	for _, runner := range scrapyRunners() {
+		t.Run(runner, func(t *testing.T) {
+			t.Parallel()
+			testScrapySpider(t, runner)
+		})
+	}
+}
+
+func testScrapySpider(t *testing.T, runner string) {
 	b := setup(t)
 	site := httptest.NewServer(demosite.Handler("/demo"))
 	defer site.Close()
@@ -120,9 +129,10 @@ func TestScrapySpider(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(b.spiders, "quotes.py"), src, 0o644)
 	sp, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes", "quotes.py")
-	b.startWorker(nil)
+	b.startWorker(withRunner(runner, nil))
 	jobID := b.start(sp.ID, `{"start_url":"`+site.URL+`/demo/"}`, nil)
 	j := b.waitStatus(jobID, scrapethis.StatusFinished)
+	checkRunner(t, b.logs(jobID), runner)
 	want := demosite.Pages * demosite.PerPage
 	if j.ItemsScraped != int64(want) {
 		t.Fatalf("items_scraped %d, want %d; log:\n%s", j.ItemsScraped, want, b.logs(jobID))

@@ -165,6 +165,15 @@ func TestSandboxedScrapyAndExecutableSpiders(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import scrapy").Run(); err != nil {
 		t.Skip("Scrapy is not installed (make test installs python3-scrapy)")
 	}
+	for _, runner := range scrapyRunners() {
+		t.Run(runner, func(t *testing.T) {
+			t.Parallel()
+			testSandboxedScrapyAndExecutableSpiders(t, runner)
+		})
+	}
+}
+
+func testSandboxedScrapyAndExecutableSpiders(t *testing.T, runner string) {
 	b := setup(t)
 	site := httptest.NewServer(demosite.Handler("/demo"))
 	defer site.Close()
@@ -177,7 +186,7 @@ func TestSandboxedScrapyAndExecutableSpiders(t *testing.T) {
 	}
 	scrapy, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes", "quotes.py")
 	plain, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes_plain", "quotes_plain")
-	b.startWorker(sandboxed(t))
+	b.startWorker(withRunner(runner, sandboxed(t)))
 	want := int64(demosite.Pages * demosite.PerPage)
 	for _, sp := range []string{scrapy.ID, plain.ID} {
 		jobID := b.start(sp, `{"start_url":"`+site.URL+`/demo/"}`, nil)
@@ -187,6 +196,9 @@ func TestSandboxedScrapyAndExecutableSpiders(t *testing.T) {
 		}
 		if sp == scrapy.ID && !strings.Contains(b.logs(jobID), "MEMUSAGE_LIMIT_MB") {
 			t.Errorf("Scrapy ran without MEMUSAGE_LIMIT_MB:\n%s", b.logs(jobID))
+		}
+		if sp == scrapy.ID {
+			checkRunner(t, b.logs(jobID), runner)
 		}
 	}
 }

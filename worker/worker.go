@@ -82,6 +82,7 @@ type Worker struct {
 	reaper   *reaper // reaps the orphans the worker adopts
 	launcher *sandbox.Launcher
 	cache    *codecache.Cache // deployed versions, unpacked
+	zygotes  *zygotes         // warm Python parents; nil with the exec runner
 
 	mu      sync.Mutex
 	running map[string]*run
@@ -150,6 +151,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.log.Warn("orphaned spider processes go to PID 1, not to this worker", "err", err)
 	}
 	w.reaper = rp
+	if w.cfg.ScrapyRunner != "exec" {
+		if rp.valid {
+			w.zygotes = newZygotes(w.cfg.Python, zygoteEnv(l.Enabled()), w.log, time.Now)
+			defer w.zygotes.close()
+			w.zygotes.warm(w.cfg.Python)
+		} else {
+			w.log.Warn("Scrapy spiders start a fresh Python each (the fork runner needs the worker to be a child subreaper)")
+		}
+	}
 	cache, err := codecache.New(codecache.Config{
 		Dir: w.cacheDir(), MaxBytes: int64(w.cfg.CacheMaxMB) << 20, Python: w.cfg.Python, Limits: w.cfg.Archive,
 	}, storage.NewPostgres(w.db), w.log)
@@ -208,13 +218,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		srv.Shutdown()
 		return fmt.Errorf("start asynq server: %w", err)
 	}
-	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir, "sandbox", l.Enabled())
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "spiders_dir", w.cfg.SpidersDir, "sandbox", l.Enabled(),
+		"scrapy_runner", map[bool]string{true: "fork", false: "exec"}[w.zygotes != nil])
 
 	loops, stopLoops := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup
-	for _, loop := range []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop, w.versionsLoop,
+	loopFns := []func(context.Context){w.heartbeatLoop, w.controlLoop, w.reapLoop, w.versionsLoop,
 		func(ctx context.Context) { w.reaper.run(ctx, time.Second) },
-		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).RecoverStuck(w.cfg.LostAfter).Run} {
+		tasks.NewReconciler(w.db, w.queuer, w.log, w.cfg.Reconcile, 2*time.Second).RecoverStuck(w.cfg.LostAfter).Run}
+	if w.zygotes != nil {
+		loopFns = append(loopFns, w.zygotes.run)
+	}
+	for _, loop := range loopFns {
 		lwg.Add(1)
 		go func() { defer lwg.Done(); loop(loops) }()
 	}

@@ -103,6 +103,29 @@ func testConfig(spiders string) worker.Config {
 	return cfg
 }
 
+// scrapyRunners are SCRAPETHIS_SCRAPY_RUNNER's values: the Scrapy tests
+// run under each.
+func scrapyRunners() []string { return []string{"fork", "exec"} }
+
+// withRunner sets the worker's Scrapy runner on top of mod.
+func withRunner(runner string, mod func(*worker.Config)) func(*worker.Config) {
+	return func(c *worker.Config) {
+		if mod != nil {
+			mod(c)
+		}
+		c.ScrapyRunner = runner
+	}
+}
+
+// checkRunner fails the test unless the job's spider started the way the
+// runner says: forked from a warm Python parent, or as a fresh Python.
+func checkRunner(t *testing.T, logs, runner string) {
+	t.Helper()
+	if forked := strings.Contains(logs, "forked from the warm Python parent"); forked != (runner == "fork") {
+		t.Errorf("runner %s, but forked %v; log:\n%s", runner, forked, logs)
+	}
+}
+
 // bundle is one test's worker setup on its own database and Redis.
 type bundle struct {
 	t        *testing.T

@@ -118,7 +118,7 @@ type Config struct {
 
 // ScenarioKeys name the scenarios for Config.Only, in the order they run.
 func ScenarioKeys() []string {
-	return []string{"create", "idle", "dispatch", "deploy", "completion", "webhooks", "sandbox", "cancel", "fairshare", "items", "list"}
+	return []string{"create", "idle", "dispatch", "deploy", "completion", "webhooks", "sandbox", "scrapy", "cancel", "fairshare", "items", "list"}
 }
 
 // Benchmarker is one run of the benchmark: its connections, its child
@@ -227,6 +227,7 @@ func (b *Benchmarker) scenarios() []scenario {
 		{"completion", "job completion throughput", b.completionThroughput},
 		{"webhooks", "webhook delivery lag", b.webhookLag},
 		{"sandbox", "sandbox cost", b.sandboxCost},
+		{"scrapy", "Scrapy runners", b.scrapyRunners},
 		{"cancel", "cancel latency", b.cancelLatency},
 		{"fairshare", "fair share", b.fairShare},
 		{"items", "item ingestion", b.itemIngestion},

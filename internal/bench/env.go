@@ -27,6 +27,9 @@ var spiderFiles = map[string]string{
 	// The pid of sh is the spider's process group; exec keeps it for
 	// sleep, which SIGTERM kills.
 	"sleeper.sh": "#!/bin/sh\necho $$ > \"${2#dir=}/$SCRAPETHIS_JOB_ID.pid\"\nexec sleep 60\n",
+	// Scrapy spiders (scrapy.go): __init__ stamps the time and its pid.
+	"scrapy_trivial.py": scrapySpiderFile(false),
+	"scrapy_idle.py":    scrapySpiderFile(true),
 }
 
 func (b *Benchmarker) setup(ctx context.Context) error {
@@ -92,7 +95,8 @@ func (b *Benchmarker) setup(ctx context.Context) error {
 		return err
 	}
 	b.spiders = map[string]string{}
-	for name, path := range map[string]string{"noop": "noop.sh", "sleeper": "sleeper.sh", "stamp": "benchspider", "items": "benchspider"} {
+	for name, path := range map[string]string{"noop": "noop.sh", "sleeper": "sleeper.sh", "stamp": "benchspider", "items": "benchspider",
+		"scrapy": "scrapy_trivial.py", "scrapy_idle": "scrapy_idle.py"} {
 		sp, err := b.store.CreateSpider(ctx, u.ID, name, path)
 		if err != nil {
 			return err
