@@ -367,6 +367,20 @@ var ErrNotOwner = errors.New("job is no longer running on this worker")
 // copyMin is the batch size from which COPY beats one multi-row INSERT.
 const copyMin = 256
 
+// copyMinBytes: a batch this big in bytes goes by COPY whatever its count.
+// The one-statement path sends the batch as one array literal (escaped,
+// so about twice its size, then copied again into the driver's buffer);
+// COPY sends row by row, so big items cost about their own size once.
+const copyMinBytes = 1 << 20
+
+func totalLen(items []string) int {
+	n := 0
+	for _, it := range items {
+		n += len(it)
+	}
+	return n
+}
+
 // AppendItems stores a batch of items of the worker's running job, numbered
 // from firstSeq, and adds them to items_scraped in the same transaction: a
 // small batch in one statement, a large one with COPY. Retrying a batch
@@ -376,7 +390,7 @@ func (d *DB) AppendItems(ctx context.Context, jobID, workerID string, firstSeq i
 		return nil
 	}
 	var err error
-	if len(items) < copyMin {
+	if len(items) < copyMin && totalLen(items) < copyMinBytes {
 		var res sql.Result
 		res, err = d.exec(ctx, `
 			WITH up AS (
