@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"hash"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/scrapethis/scrapethis"
@@ -73,45 +71,12 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// canonicalUUID reports whether s is a UUID in its canonical form
-// (lowercase hex, hyphenated): other spellings that uuid.Parse accepts
-// (braces, urn:uuid:, upper case) are not ids of ours.
-func canonicalUUID(s string) bool {
-	u, err := uuid.Parse(s)
-	return err == nil && u.String() == s
-}
+// canonicalUUID reports whether s is an id of ours (scrapethis.CanonicalID).
+func canonicalUUID(s string) bool { return scrapethis.CanonicalID(s) }
 
-// maxCursorMicros is 9999-12-31 in Unix microseconds.
-const maxCursorMicros = 253402300799999999
+func formatCursor(c scrapethis.JobCursor) string { return c.Encode() }
 
-// A cursor is the last job's created_at (Unix microseconds) and id.
-func formatCursor(c scrapethis.JobCursor) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + "/" + c.ID))
-}
-
-func parseCursor(s string) (scrapethis.JobCursor, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return scrapethis.JobCursor{}, err
-	}
-	ts, id, ok := strings.Cut(string(b), "/")
-	if !ok {
-		return scrapethis.JobCursor{}, fmt.Errorf("no separator")
-	}
-	us, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return scrapethis.JobCursor{}, err
-	}
-	// Postgres timestamps span 4713 BC to 294276 AD; a cursor is ours, so
-	// it lies well within 1970 to 9999.
-	if us < 0 || us > maxCursorMicros {
-		return scrapethis.JobCursor{}, fmt.Errorf("cursor time out of range")
-	}
-	if !canonicalUUID(id) {
-		return scrapethis.JobCursor{}, fmt.Errorf("cursor id is not a UUID")
-	}
-	return scrapethis.JobCursor{CreatedAt: time.UnixMicro(us), ID: id}, nil
-}
+func parseCursor(s string) (scrapethis.JobCursor, error) { return scrapethis.ParseJobCursor(s) }
 
 type createJobRequest struct {
 	SpiderID       optional        `json:"spider_id"`

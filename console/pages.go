@@ -2,16 +2,12 @@ package console
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/scrapethis/scrapethis"
 )
@@ -89,27 +85,13 @@ func (c *Console) jobs(p *page) error {
 	return nil
 }
 
-func canonicalUUID(s string) bool {
-	u, err := uuid.Parse(s)
-	return err == nil && u.String() == s
-}
+func canonicalUUID(s string) bool { return scrapethis.CanonicalID(s) }
 
-// A page cursor is the last job's created_at (Unix microseconds) and id.
-func formatCursor(c scrapethis.JobCursor) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + "/" + c.ID))
-}
+func formatCursor(c scrapethis.JobCursor) string { return c.Encode() }
 
 func parseCursor(s string) (scrapethis.JobCursor, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return scrapethis.JobCursor{}, false
-	}
-	ts, id, ok := strings.Cut(string(b), "/")
-	us, err := strconv.ParseInt(ts, 10, 64)
-	if !ok || err != nil || us < 0 || us > 253402300799999999 || !canonicalUUID(id) {
-		return scrapethis.JobCursor{}, false
-	}
-	return scrapethis.JobCursor{CreatedAt: time.UnixMicro(us), ID: id}, true
+	c, err := scrapethis.ParseJobCursor(s)
+	return c, err == nil
 }
 
 // liveJobs answers the status, item count and run time of the listed jobs

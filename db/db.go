@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
 
@@ -242,13 +241,8 @@ func (d *DB) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 	return nil
 }
 
-// canonicalID reports whether id is a UUID in canonical form (lowercase,
-// hyphenated). Other spellings Postgres would accept (braces, urn:uuid:,
-// upper case) name nothing of ours: callers answer not-found for them.
-func canonicalID(id string) bool {
-	u, err := uuid.Parse(id)
-	return err == nil && u.String() == id
-}
+// canonicalID: callers answer not-found for any other spelling of an id.
+func canonicalID(id string) bool { return scrapethis.CanonicalID(id) }
 
 // translate turns driver errors into domain errors at the edge: a missing
 // row becomes not-found with the message given; a data exception (bad input

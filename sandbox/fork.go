@@ -69,30 +69,18 @@ func (l *Launcher) StartForked(p Policy, c Command, f Forker) (*Process, error) 
 		}
 		return &Process{forked: pid, tempDir: dir}, nil
 	}
-	lease, err := l.uids.acquire()
+	proc, err := l.sandboxed(p, func(p Policy, cg *jobCgroup) (*Process, error) { return l.startAdoptingInit(p, c, cg) })
 	if err != nil {
 		return nil, err
 	}
-	p.UID, p.GID = lease.uid, lease.uid
-	cg, err := l.cg.create(cgroupName(p.Name, lease.uid), p.Limits)
-	if err != nil {
-		lease.release()
-		return nil, err
-	}
-	proc, err := l.startAdoptingInit(p, c, cg)
-	if err != nil {
-		cg.remove()
-		lease.release()
-		return nil, err
-	}
-	proc.lease = lease
-	pid, err := f.Fork(ForkSpec{Command: c, Dir: p.Dir, Sandbox: &ForkSandbox{
-		InitPID: proc.cmd.Process.Pid, UID: p.UID, GID: p.GID, Cgroups: cg.dirs, Binds: p.Binds,
+	sp := proc.policy
+	pid, err := f.Fork(ForkSpec{Command: c, Dir: sp.Dir, Sandbox: &ForkSandbox{
+		InitPID: proc.cmd.Process.Pid, UID: sp.UID, GID: sp.GID, Cgroups: proc.cg.dirs, Binds: sp.Binds,
 	}})
 	if err != nil {
 		proc.endInit()
-		cg.remove()
-		lease.release()
+		proc.cg.remove()
+		proc.lease.release()
 		return nil, err
 	}
 	proc.forked = pid

@@ -100,6 +100,12 @@ func (l *Launcher) Start(p Policy, c Command) (*Process, error) {
 	if !l.cfg.Enabled {
 		return l.startDirect(c)
 	}
+	return l.sandboxed(p, func(p Policy, cg *jobCgroup) (*Process, error) { return l.startInit(p, c, cg) })
+}
+
+// sandboxed takes a uid for the job and creates its cgroups, then starts
+// its init with start; on failure it gives both back.
+func (l *Launcher) sandboxed(p Policy, start func(Policy, *jobCgroup) (*Process, error)) (*Process, error) {
 	lease, err := l.uids.acquire()
 	if err != nil {
 		return nil, err
@@ -110,7 +116,7 @@ func (l *Launcher) Start(p Policy, c Command) (*Process, error) {
 		lease.release()
 		return nil, err
 	}
-	proc, err := l.startInit(p, c, cg)
+	proc, err := start(p, cg)
 	if err != nil {
 		cg.remove()
 		lease.release()
