@@ -240,9 +240,9 @@ func (r *run) spawn(ctx context.Context, sysLog func(string, ...any), logPut fun
 	}
 	if l.Enabled() {
 		sysLog("attempt %d started on worker %s in a sandbox (uid %d, %d MiB memory, %d MiB disk)%s: %s",
-			r.job.Attempts, r.w.id, proc.UID(), policy.Limits.MemoryMB, policy.Limits.DiskMB, how, strings.Join(argv, " "))
+			r.job.Attempts, r.w.id, proc.UID(), policy.Limits.MemoryMB, policy.Limits.DiskMB, how, shownArgv(argv))
 	} else {
-		sysLog("attempt %d started on worker %s%s: %s", r.job.Attempts, r.w.id, how, strings.Join(argv, " "))
+		sysLog("attempt %d started on worker %s%s: %s", r.job.Attempts, r.w.id, how, shownArgv(argv))
 	}
 	r.log.Info("spider started", "pid", pgid, "attempt", r.job.Attempts, "sandboxed", l.Enabled())
 
@@ -366,6 +366,19 @@ wait:
 	}
 
 	return r.decide(res, policy.Limits.MemoryMB, stats.finishReason(), sysLog), itemsErr
+}
+
+// shownArgv is the command line as the job's log shows it: the runner's
+// script (python -c SCRIPT, some 15 KB) as a placeholder.
+func shownArgv(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if i > 0 && argv[i-1] == "-c" {
+			a = "<scrapethis runner>"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 func (r *run) modeName() string {
