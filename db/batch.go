@@ -61,7 +61,7 @@ type selectFunc func(ctx context.Context, dest any, query string, args ...any) e
 // job whose spider is not its user's live spider, gets a not-found error.
 //
 // A job that a cap may hold back (userMax > 0, or its spider has
-// max_running) is inserted held.
+// max_running) is inserted held when its caps' queues are full.
 func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, userMax int) ([]scrapethis.Job, []error, error) {
 	n := len(jobs)
 	ids := make([]string, n)
@@ -139,7 +139,7 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 				AS t(id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version, settings, memory_mb, priority,
 					idem_key, idem_hash)
 		), resolved AS (
-			SELECT i.*, s.project_id, v.id AS version_id, ($12 > 0 OR s.max_running IS NOT NULL) AS held,
+			SELECT i.*, s.project_id, v.id AS version_id, s.max_running,
 				CASE WHEN s.project_id IS NULL THEN s.repo_path LIKE '%.py' ELSE v.kind = 'scrapy' END AS scrapy
 			FROM input i JOIN spiders s ON s.id = i.spider_id AND s.user_id = i.user_id AND s.deleted_at IS NULL
 			LEFT JOIN LATERAL (
@@ -152,6 +152,26 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 			SELECT r.* FROM resolved r
 			WHERE (CASE WHEN r.project_id IS NULL THEN r.version = '' ELSE r.version_id IS NOT NULL END)
 				AND (r.settings = '{}' OR r.scrapy)
+		), ranked AS (
+			-- A job a cap applies to is held when its caps' queues are full
+			-- (see fairshare.go): counted without the lock, since the start
+			-- keeps the caps exact, and each job of the batch after the
+			-- others of its user and spider.
+			SELECT ok.id, ok.user_id, ok.spider_id, ok.max_running,
+				row_number() OVER (PARTITION BY ok.user_id ORDER BY ok.id) - 1 AS urank,
+				row_number() OVER (PARTITION BY ok.spider_id ORDER BY ok.id) - 1 AS srank
+			FROM ok WHERE $12 > 0 OR ok.max_running IS NOT NULL
+		), uc AS (
+			SELECT u.user_id, a.running, a.queued FROM (SELECT DISTINCT user_id FROM ranked) u
+			CROSS JOIN LATERAL (`+activeCounts+` x.user_id = u.user_id) a
+			WHERE $12 > 0
+		), sc AS (
+			SELECT c.spider_id, a.running, a.queued FROM (SELECT DISTINCT user_id, spider_id FROM ranked WHERE max_running IS NOT NULL) c
+			CROSS JOIN LATERAL (`+activeCounts+` x.user_id = c.user_id AND x.spider_id = c.spider_id) a
+		), held AS (
+			SELECT r.id FROM ranked r LEFT JOIN uc ON uc.user_id = r.user_id LEFT JOIN sc ON sc.spider_id = r.spider_id
+			WHERE ($12 > 0 AND uc.queued + r.urank >= 2 * ($12 - uc.running))
+				OR (r.max_running IS NOT NULL AND sc.queued + r.srank >= 2 * (r.max_running - sc.running))
 		), k AS (
 			-- A key in use (or being written by a transaction not yet
 			-- committed, which this waits for) keeps its job out.
@@ -164,7 +184,7 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 			INSERT INTO jobs (id, user_id, spider_id, arguments, timeout_seconds, schedule_id, scheduled_for, version_id, settings, memory_mb,
 				priority, held)
 			SELECT r.id, r.user_id, r.spider_id, r.arguments, r.timeout_seconds, r.schedule_id, r.scheduled_for, r.version_id, r.settings, r.memory_mb,
-				r.priority, r.held
+				r.priority, r.id IN (SELECT id FROM held)
 			FROM ok r
 			WHERE r.idem_key = '' OR r.id IN (SELECT job_id FROM k)
 			ORDER BY r.id

@@ -2,34 +2,43 @@ package db
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/scrapethis/scrapethis"
 )
 
 // Fair share. A user's running jobs are capped by the operator (userMax)
 // and each spider's by its max_running. A pending job subject to a cap is
-// either queued (its task is in Redis, and it holds a place under the caps)
-// or held (in Postgres only, costing nothing while it waits). Every
-// decision that gives a job a place is taken under its user's advisory
-// lock, so the caps are exact however many API servers, schedulers and
-// workers run:
+// either queued (its task is in Redis) or held (in Postgres only, costing
+// nothing while it waits). Each cap has a queue: held jobs are let go
+// while its queued jobs are fewer than twice its free places (free = cap
+// minus running), so that a slot that frees finds the next job already
+// queued, and a job beyond that is inserted held.
 //
-//   - a job subject to a cap is inserted held, and its creator then admits
-//     (AdmitHeld) as many held jobs as the caps allow;
-//   - StartJob of such a job counts the running jobs of its user and spider
-//     under the lock and holds the job back again if a cap is reached (a cap
-//     lowered since it was queued);
+// The caps themselves are decided where the truth is: a job starts only
+// under its user's advisory lock, after counting the running jobs of its
+// user and spider (scrapethis_start_capped, migration 0008: a PL/pgSQL
+// function, so that the lock and the counts take one round trip and each
+// count sees every start committed before the lock). The same start gives
+// a cap's last free place to the best job waiting for it: a job that would
+// take it from a better one (higher priority, or equal and older; queued
+// or held) is held back instead, and a better held job is let go in its
+// place. So the caps are exact, and priority order holds, however many API
+// servers, schedulers and workers run:
+//
+//   - a job is inserted queued or held by the queues' counts (no lock:
+//     the start keeps the caps exact); its creator then admits
+//     (AdmitHeld) if it was held, since a place may have freed meanwhile;
+//   - a start that finds a cap reached holds the job back, and lets go
+//     what its place in the queue makes room for (another spider's jobs);
 //   - whoever ends a queued or running job of a capped user or spider
-//     (finish, cancel, reap, re-hold) calls Release or AdmitHeld, and
-//     enqueues what they let go: the best held job first, by priority then
-//     creation, skipping spiders at their cap (no head-of-line blocking);
+//     (finish, cancel, reap, hand-back) calls Release or AdmitHeld, and
+//     enqueues what they let go, best first, skipping spiders at their cap
+//     (no head-of-line blocking);
 //   - the reconciler admits for every user with held jobs now and then, for
 //     a process that died between a commit and its admission.
 //
@@ -37,11 +46,14 @@ import (
 
 // fairShareLock is the first key of the two-key advisory locks, one per
 // user (the second key is a hash of the user id; a collision only makes
-// two users wait for each other).
+// two users wait for each other). Migration 0008's functions use it too.
 const fairShareLock = 0x53544653 // "STFS"
 
-// admitBatch is the most held jobs one admission lets go.
-const admitBatch = 1000
+// activeCounts counts the running and queued jobs of jobs x matched by a
+// WHERE that follows.
+const activeCounts = `SELECT count(*) FILTER (WHERE x.status = 'running') AS running,
+		count(*) FILTER (WHERE x.status = 'pending') AS queued
+	FROM jobs x WHERE (x.status = 'running' OR (x.status = 'pending' AND NOT x.held)) AND`
 
 // capsApply reports whether a cap may hold back a job of a spider whose
 // max_running is spiderMax.
@@ -58,58 +70,35 @@ func lockUser(ctx context.Context, tx *sqlx.Tx, userID string) error {
 	return nil
 }
 
-// startCapped is StartJob for a job that a cap may hold back: under the
-// user's lock, it starts the job only if its user and spider run fewer jobs
-// than their caps, and holds it back otherwise.
-func (d *DB) startCapped(ctx context.Context, id, workerID string) (scrapethis.Job, bool, error) {
-	var r jobRow
-	started := false
-	err := d.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($2, hashtext(user_id::text)) FROM jobs WHERE id = $1`, id, fairShareLock)
-		if err != nil {
-			return fmt.Errorf("take fair-share lock: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil // no such job: JobByID below says so
-		}
-		// A statement after the lock sees every start committed before it.
-		err = tx.GetContext(ctx, &r, `
-			WITH j AS (
-				UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
-				WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL AND NOT held
-					AND ($3 = 0 OR (SELECT count(*) FROM jobs r WHERE r.user_id = jobs.user_id AND r.status = 'running') < $3)
-					AND COALESCE((SELECT c.max_running FROM spiders c WHERE c.id = jobs.spider_id) >
-						(SELECT count(*) FROM jobs r WHERE r.user_id = jobs.user_id AND r.spider_id = jobs.spider_id AND r.status = 'running'), true)
-				RETURNING *
-			)
-			SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID, d.userMax)
-		if err == nil {
-			started = true
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("start job: %w", err)
-		}
-		// Not started: if only a cap stopped it, hold it back.
-		_, err = tx.ExecContext(ctx, `UPDATE jobs SET held = true
-			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL AND NOT held`, id)
-		if err != nil {
-			return fmt.Errorf("hold job back: %w", err)
-		}
-		return nil
-	})
+// startCapped is StartJob for a job that a cap may hold back, in one call
+// of scrapethis_start_capped: the job started, or held back (then it comes
+// back Held), and the jobs that decision let go, to enqueue.
+func (d *DB) startCapped(ctx context.Context, id, workerID string) (scrapethis.Job, bool, []scrapethis.Job, error) {
+	var rows []jobRow
+	err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM scrapethis_start_capped($1, $2, $3) j `+jobJoins, id, workerID, d.userMax)
 	if err != nil {
-		return scrapethis.Job{}, false, err
+		return scrapethis.Job{}, false, nil, fmt.Errorf("start job: %w", err)
 	}
-	if started {
-		return r.toJob(), true, nil
+	var job *scrapethis.Job
+	var let []scrapethis.Job
+	for _, r := range rows {
+		j := r.toJob()
+		if j.ID == id {
+			job = &j
+		} else {
+			let = append(let, j)
+		}
 	}
-	j, err := d.JobByID(ctx, id)
-	return j, false, err
+	sortBestFirst(let)
+	if job == nil { // not pending, cancelled or held: nothing to run
+		j, err := d.JobByID(ctx, id)
+		return j, false, let, err
+	}
+	return *job, job.Status == scrapethis.StatusRunning, let, nil
 }
 
 // Release lets go, after job left its place (it ended, was cancelled while
-// queued, or was held back again), the held jobs of its user that now have
+// queued, or was handed back), the held jobs of its user that now have
 // room; see AdmitHeld. It does nothing when no cap applies to the job.
 func (d *DB) Release(ctx context.Context, job scrapethis.Job) ([]scrapethis.Job, error) {
 	if !d.capsApply(job.SpiderMaxRunning) {
@@ -118,29 +107,24 @@ func (d *DB) Release(ctx context.Context, job scrapethis.Job) ([]scrapethis.Job,
 	return d.AdmitHeld(ctx, job.UserID)
 }
 
-// AdmitHeld lets go as many of the user's held jobs as the caps allow now,
-// best first: highest priority, then oldest, skipping jobs whose spider is
-// at its cap. The jobs returned are queued (no longer held) and committed:
-// enqueue them. A user with no held jobs costs one indexed lookup.
+// AdmitHeld lets go as many of the user's held jobs as the caps' queues
+// have room for now, best first: highest priority, then oldest, skipping
+// jobs whose spider is at its cap. The jobs returned are queued (no longer
+// held) and committed: enqueue them. A user with no held jobs costs one
+// indexed lookup.
 func (d *DB) AdmitHeld(ctx context.Context, userID string) ([]scrapethis.Job, error) {
-	var any bool
-	if err := d.get(ctx, &any, `SELECT EXISTS (SELECT 1 FROM jobs WHERE user_id = $1 AND status = 'pending' AND held)`, userID); err != nil {
-		return nil, fmt.Errorf("look for held jobs: %w", err)
-	}
-	if !any {
-		return nil, nil
-	}
 	var out []scrapethis.Job
 	for {
-		var batch []scrapethis.Job
-		err := d.inTx(ctx, func(tx *sqlx.Tx) error {
-			var err error
-			batch, err = admit(ctx, tx, userID, d.userMax)
-			return err
-		})
+		var rows []jobRow
+		err := d.sel(ctx, &rows, `SELECT `+jobColumns+` FROM scrapethis_admit($1, $2, NULL) j `+jobJoins, userID, d.userMax)
 		if err != nil {
-			return out, err
+			return out, fmt.Errorf("let held jobs go: %w", err)
 		}
+		batch := make([]scrapethis.Job, len(rows))
+		for i, r := range rows {
+			batch[i] = r.toJob()
+		}
+		sortBestFirst(batch)
 		out = append(out, batch...)
 		if len(batch) < admitBatch {
 			return out, nil
@@ -148,91 +132,21 @@ func (d *DB) AdmitHeld(ctx context.Context, userID string) ([]scrapethis.Job, er
 	}
 }
 
-// admit is one admission of the user's held jobs, in tx.
-func admit(ctx context.Context, tx *sqlx.Tx, userID string, userMax int) ([]scrapethis.Job, error) {
-	if err := lockUser(ctx, tx, userID); err != nil {
-		return nil, err
-	}
-	var spiders []struct {
-		ID         string        `db:"id"`
-		MaxRunning sql.NullInt32 `db:"max_running"`
-		Active     int           `db:"active"`
-	}
-	err := tx.SelectContext(ctx, &spiders, `SELECT s.id, s.max_running,
-			(SELECT count(*) FROM jobs j WHERE j.user_id = $1 AND j.spider_id = s.id
-				AND (j.status = 'running' OR (j.status = 'pending' AND NOT j.held))) AS active
-		FROM spiders s WHERE s.user_id = $1`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("count active jobs: %w", err)
-	}
-	room := admitBatch
-	if userMax > 0 {
-		active := 0
-		for _, s := range spiders {
-			active += s.Active
+// admitBatch is the most held jobs one admission lets go (scrapethis_admit's).
+const admitBatch = 1000
+
+// sortBestFirst orders jobs as they are let go and enqueued: highest
+// priority first, then oldest.
+func sortBestFirst(jobs []scrapethis.Job) {
+	slices.SortStableFunc(jobs, func(a, b scrapethis.Job) int {
+		if a.Priority != b.Priority {
+			return b.Priority - a.Priority
 		}
-		room = min(room, userMax-active)
-	}
-	if room <= 0 {
-		return nil, nil
-	}
-	var ids []string
-	var limits []int64
-	for _, s := range spiders {
-		n := room
-		if s.MaxRunning.Valid {
-			n = min(n, int(s.MaxRunning.Int32)-s.Active)
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
 		}
-		if n > 0 {
-			ids = append(ids, s.ID)
-			limits = append(limits, int64(n))
-		}
-	}
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	// The best few held jobs of each spider with room, best first overall.
-	var cands []struct {
-		ID       string `db:"id"`
-		SpiderID string `db:"spider_id"`
-	}
-	err = tx.SelectContext(ctx, &cands, `SELECT c.id, c.spider_id
-		FROM unnest($2::uuid[], $3::int[]) AS s(id, n)
-		CROSS JOIN LATERAL (
-			SELECT j.id, j.spider_id, j.priority, j.created_at FROM jobs j
-			WHERE j.user_id = $1 AND j.spider_id = s.id AND j.status = 'pending' AND j.held
-			ORDER BY j.priority DESC, j.created_at, j.id LIMIT s.n
-		) c
-		ORDER BY c.priority DESC, c.created_at, c.id LIMIT $4`, userID, pq.Array(ids), pq.Array(limits), room)
-	if err != nil {
-		return nil, fmt.Errorf("pick held jobs: %w", err)
-	}
-	if len(cands) == 0 {
-		return nil, nil
-	}
-	let := make([]string, len(cands))
-	for i, c := range cands {
-		let[i] = c.ID
-	}
-	var rows []jobRow
-	err = tx.SelectContext(ctx, &rows, `
-		WITH j AS (
-			UPDATE jobs SET held = false WHERE id = ANY($1::uuid[]) AND status = 'pending' AND held
-			RETURNING *
-		)
-		SELECT `+jobColumns+` FROM j `+jobJoins, pq.Array(let))
-	if err != nil {
-		return nil, fmt.Errorf("let held jobs go: %w", err)
-	}
-	// In the order they were picked, so that they are enqueued best first.
-	out := make([]scrapethis.Job, len(rows))
-	for i, r := range rows {
-		out[i] = r.toJob()
-	}
-	slices.SortFunc(out, func(a, b scrapethis.Job) int {
-		return slices.Index(let, a.ID) - slices.Index(let, b.ID)
+		return strings.Compare(a.ID, b.ID)
 	})
-	return out, nil
 }
 
 // HeldUsers lists the users that have held jobs, at most limit, walking

@@ -243,8 +243,16 @@ func (d *DB) PendingJobs(ctx context.Context, after scrapethis.JobCursor, olderT
 // reports false, with the job as it stands, when the job is not pending (a
 // duplicate delivery, a cancel, a final job) or is held back by a cap (the
 // job comes back Held: see fairshare.go): then nothing must run. A job no
-// cap applies to starts in one statement.
+// cap applies to starts in one statement. The jobs that holding a job back
+// let go are left to the reconciler: workers use StartJobLetGo.
 func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job, bool, error) {
+	j, ok, _, err := d.StartJobLetGo(ctx, id, workerID)
+	return j, ok, err
+}
+
+// StartJobLetGo is StartJob that also returns the jobs its decision let go
+// (a job held back gives up its place in its caps' queues): enqueue them.
+func (d *DB) StartJobLetGo(ctx context.Context, id, workerID string) (scrapethis.Job, bool, []scrapethis.Job, error) {
 	if d.userMax > 0 {
 		return d.startCapped(ctx, id, workerID)
 	}
@@ -258,16 +266,13 @@ func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job,
 		)
 		SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID)
 	if errors.Is(err, sql.ErrNoRows) {
-		j, err := d.JobByID(ctx, id)
-		if err == nil && j.Status == scrapethis.StatusPending && j.CancelRequestedAt == nil && !j.Held && j.SpiderMaxRunning != nil {
-			return d.startCapped(ctx, id, workerID)
-		}
-		return j, false, err
+		// Not pending, or its spider has a cap: the capped start decides.
+		return d.startCapped(ctx, id, workerID)
 	}
 	if err != nil {
-		return scrapethis.Job{}, false, fmt.Errorf("start job: %w", err)
+		return scrapethis.Job{}, false, nil, fmt.Errorf("start job: %w", err)
 	}
-	return r.toJob(), true, nil
+	return r.toJob(), true, nil, nil
 }
 
 // FinishJob ends the worker's running job with a final status; a job whose

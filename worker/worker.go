@@ -379,7 +379,7 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 	}
 	defer release()
 
-	job, started, err := w.db.StartJob(taskCtx, p.JobID, w.id)
+	job, started, let, err := w.db.StartJobLetGo(taskCtx, p.JobID, w.id)
 	if scrapethis.ErrorCode(err) == scrapethis.ENotFound {
 		return fmt.Errorf("job %s has no row: %w", p.JobID, asynq.SkipRetry)
 	}
@@ -389,12 +389,17 @@ func (w *Worker) handle(taskCtx context.Context, t *asynq.Task) error {
 	if !started {
 		// Cancelled, final, already running elsewhere, or held back by a
 		// cap: nothing to run. A job held back here gave up its place in
-		// the queue, which may let another of its user's jobs go.
+		// its caps' queues, or its cap's last free place to a better job:
+		// the start let those go.
 		w.log.Debug("task skipped", "job_id", job.ID, "status", job.Status, "held", job.Held)
+		release()
 		if job.Held {
 			w.metrics.JobsHeld(1)
-			release()
-			w.release(job)
+		}
+		if len(let) > 0 {
+			ctx, cancel := context.WithTimeout(w.hardCtx, 10*time.Second)
+			w.enqueueLetGo(ctx, let)
+			cancel()
 		}
 		return nil
 	}
