@@ -118,6 +118,7 @@ func (p *Process) endInit() {
 	p.cmd.Wait()
 	p.policyW.Close()
 	p.status.Close()
+	p.net.remove()
 }
 
 // waitForked waits for a forked process, the worker's child by adoption,
@@ -136,6 +137,9 @@ func (p *Process) waitForked() Result {
 	res.OOMKills = p.cg.oomKills()
 	res.MemoryPeak = p.cg.memoryPeak()
 	if err := p.cg.remove(); err != nil && res.Err == nil {
+		res.Err = err
+	}
+	if err := p.net.remove(); err != nil && res.Err == nil {
 		res.Err = err
 	}
 	return res

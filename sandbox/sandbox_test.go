@@ -23,6 +23,9 @@ import (
 // binary with InitCommand.
 func TestMain(m *testing.M) {
 	sandbox.Init()
+	if os.Getenv(remoteServerEnv) != "" {
+		serveRemote()
+	}
 	os.Exit(m.Run())
 }
 
