@@ -9,153 +9,38 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/scrapethis/scrapethis/internal/testenv"
 	"github.com/scrapethis/scrapethis/sandbox"
 )
 
-// remoteServerEnv makes the test binary a "remote" HTTP server (see
-// TestMain): started in a network namespace of its own, it answers
-// "remote" on :80 until its stdin closes.
-const remoteServerEnv = "SANDBOX_TEST_REMOTE_SERVER"
-
-func serveRemote() {
-	ln, err := net.Listen("tcp4", ":80")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "remote")
-	})}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	io.Copy(io.Discard, os.Stdin)
-	srv.Close()
-	<-done
-	os.Exit(0)
-}
-
-// The remote namespace: 10.250.0.1 (host) <-> 10.250.0.2 (remote), and
-// 10.250.1.2 on the remote too, routed via it: denied in the tests.
-var (
-	remoteAddr = netip.MustParseAddr("10.250.0.2")
-	deniedAddr = netip.MustParseAddr("10.250.1.2")
-	deniedNet  = netip.MustParsePrefix("10.250.1.0/24")
-)
-
-const remoteLink = "strm0" // not the jobs' prefix
-
-// startRemote starts the remote server in a new network namespace wired to
-// the host; the test's end removes it.
-func startRemote(t *testing.T) {
+// remote starts a remote network namespace (see testenv.RemoteNet)
+// serving "remote" over HTTP on port 80.
+func remote(t *testing.T) *testenv.RemoteNet {
 	t.Helper()
-	if l, err := netlink.LinkByName(remoteLink); err == nil {
-		netlink.LinkDel(l) // left by a killed run
-	}
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = []string{remoteServerEnv + "=1"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-		if l, err := netlink.LinkByName(remoteLink); err == nil {
-			netlink.LinkDel(l)
-		}
-	})
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: remoteLink}, PeerName: "eth0", PeerNamespace: netlink.NsPid(cmd.Process.Pid)}
-	if err := netlink.LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	host, err := netlink.LinkByName(remoteLink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(netlink.AddrAdd(host, mustAddr("10.250.0.1/30")))
-	must(netlink.LinkSetUp(host))
-	must(netlink.RouteAdd(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: ipnet(deniedNet), Gw: remoteAddr.AsSlice()}))
-	h, err := netlink.NewHandleAt(mustNS(t, cmd.Process.Pid), unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	for _, name := range []string{"lo", "eth0"} {
-		l, err := h.LinkByName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if name == "eth0" {
-			must(h.AddrAdd(l, mustAddr("10.250.0.2/30")))
-			must(h.AddrAdd(l, mustAddr("10.250.1.2/32")))
-		}
-		must(h.LinkSetUp(l))
-		if name == "eth0" {
-			must(h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("10.250.0.1")}))
-		}
-	}
-	client := http.Client{Timeout: time.Second}
-	testenv.WaitFor(t, 10*time.Second, "the remote server", func() bool {
-		resp, err := client.Get("http://10.250.0.2/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-}
-
-func mustNS(t *testing.T, pid int) netns.NsHandle {
-	t.Helper()
-	ns, err := netns.GetFromPid(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-func mustAddr(s string) *netlink.Addr {
-	a, err := netlink.ParseAddr(s)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
-func ipnet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+	r := testenv.StartRemoteNet(t)
+	ln := r.Listen(t, 80)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "remote") })}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	return r
 }
 
 // isolatedLauncher is a launcher with the isolated network that denies
-// deniedNet.
-func isolatedLauncher(t *testing.T) *sandbox.Launcher {
+// deny and 127.0.0.1 (as the worker's DATABASE_URL would).
+func isolatedLauncher(t *testing.T, deny ...netip.Prefix) *sandbox.Launcher {
 	t.Helper()
 	return newLauncher(t, func(c *sandbox.Config) {
 		c.Network = sandbox.NetworkIsolated
-		c.NetworkDeny = []netip.Prefix{deniedNet, netip.MustParsePrefix("127.0.0.1/32")}
+		c.NetworkDeny = append(deny, netip.MustParsePrefix("127.0.0.1/32"))
 	})
 }
 
@@ -232,7 +117,7 @@ func hostIPv4(t *testing.T) string {
 		t.Fatal(err)
 	}
 	for _, a := range addrs {
-		if !a.IP.IsLoopback() && !strings.HasPrefix(a.Label, "stj") && !a.IP.Equal(net.ParseIP("10.250.0.1")) {
+		if !a.IP.IsLoopback() && !strings.HasPrefix(a.Label, "stj") && !strings.HasPrefix(a.Label, "strm") {
 			return a.IP.String()
 		}
 	}
@@ -244,11 +129,11 @@ func hostIPv4(t *testing.T) string {
 // and nothing of the host's own (its loopback, its addresses, the veth's
 // host end), nor the platform's Postgres, nor a denied address.
 func TestIsolatedNetworkReach(t *testing.T) {
-	l := isolatedLauncher(t)
+	rn := remote(t)
+	l := isolatedLauncher(t, rn.DeniedNet)
 	if err := l.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	startRemote(t)
 	// A host server on every address: 127.0.0.1, the host's IPs and the
 	// veth host ends all reach it, from the host.
 	ln, err := net.Listen("tcp4", "0.0.0.0:0")
@@ -262,8 +147,8 @@ func TestIsolatedNetworkReach(t *testing.T) {
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	hostIP := hostIPv4(t)
 
-	remote := remoteAddr.String() + ":80"
-	denied := deniedAddr.String() + ":80"
+	remote := rn.Addr.String() + ":80"
+	denied := rn.Denied.String() + ":80"
 	loop := "127.0.0.1:" + port
 	mine := hostIP + ":" + port
 	pg := "127.0.0.1:5432"
@@ -327,4 +212,109 @@ func assertNoJobLinks(t *testing.T) {
 			t.Errorf("route %s is left behind", r.Dst)
 		}
 	}
+}
+
+// TestIsolatedJobsCannotReachEachOther: a job listening on its own address
+// is reachable from itself, never from another job running at once.
+func TestIsolatedJobsCannotReachEachOther(t *testing.T) {
+	rn := remote(t)
+	l := isolatedLauncher(t, rn.DeniedNet)
+	const listener = `#!/usr/bin/python3
+import os, socket, sys
+if os.getuid() == 0:
+    sys.exit("refusing to run as root")
+s = socket.socket()
+s.bind(("0.0.0.0", 8000))
+s.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((sys.argv[1], 80))
+ip = u.getsockname()[0]
+socket.create_connection((ip, 8000), timeout=2).close()
+s.accept()[0].close()  # its own connection
+print("listening", ip, flush=True)
+c, addr = s.accept()
+print("accepted", addr, flush=True)
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/listener.py", []byte(listener), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := sandbox.CodeDir + "/listener.py"
+	p, err := l.Policy("test-net-a", []sandbox.Mount{{Source: dir + "/listener.py", Target: path}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	a, err := l.Start(p, sandbox.Command{Path: path, Args: []string{path, rn.Addr.String()}, Env: []string{"PATH=/usr/bin:/bin"}, Stdout: outW, Stderr: os.Stderr})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(outR)
+	if !lines.Scan() {
+		a.Wait()
+		t.Fatal("the listening job ended without listening")
+	}
+	ip, ok := strings.CutPrefix(lines.Text(), "listening ")
+	if !ok {
+		t.Fatalf("the listening job said %q", lines.Text())
+	}
+	target := ip + ":8000"
+	out, res := runPython(t, l, probe, target, rn.Addr.String()+":80")
+	if res.Err != nil {
+		t.Fatalf("the other job: %v\n%s", res.Err, out)
+	}
+	t.Logf("the other job's view:\n%s", out)
+	got := results(out)
+	if got[rn.Addr.String()+":80"] != "ok remote" {
+		t.Errorf("the other job cannot reach the remote server either:\n%s", out)
+	}
+	if !strings.HasPrefix(got[target], "fail") {
+		t.Errorf("a job reached another job's %s: %q", target, got[target])
+	}
+	syscall.Kill(-a.Pid(), syscall.SIGTERM)
+	a.Wait()
+	rest, _ := io.ReadAll(outR)
+	if strings.Contains(string(rest), "accepted") {
+		t.Errorf("the listening job accepted a connection from the other: %s", rest)
+	}
+	assertNoJobLinks(t)
+}
+
+// TestIsolatedStaleLink: a veth pair and address left by a worker that
+// died (here: made by hand for the job's only uid) do not stop the next
+// job, and are gone with it.
+func TestIsolatedStaleLink(t *testing.T) {
+	rn := remote(t)
+	const uid = 200777
+	l := newLauncher(t, func(c *sandbox.Config) {
+		c.Network = sandbox.NetworkIsolated
+		c.NetworkDeny = []netip.Prefix{rn.DeniedNet}
+		c.UIDFirst, c.UIDLast = uid, uid
+	})
+	name := "stj" + strconv.Itoa(uid)
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "stjstale"}); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// uid 200777 is /30 number 200777 % 16384 of 10.213.0.0/16.
+	n := 4 * (uid % 16384)
+	gw := fmt.Sprintf("10.213.%d.%d", n>>8, n&255+1)
+	a, _ := netlink.ParseAddr(gw + "/30")
+	if err := netlink.AddrAdd(stale, a); err != nil {
+		t.Fatal(err)
+	}
+	netlink.LinkSetUp(stale)
+	out, res := runPython(t, l, probe, rn.Addr.String()+":80")
+	if res.Err != nil {
+		t.Fatalf("spider: %v\n%s", res.Err, out)
+	}
+	if got := results(out)[rn.Addr.String()+":80"]; got != "ok remote" {
+		t.Errorf("after a stale link: %q", got)
+	}
+	assertNoJobLinks(t)
 }

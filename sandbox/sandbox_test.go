@@ -23,9 +23,6 @@ import (
 // binary with InitCommand.
 func TestMain(m *testing.M) {
 	sandbox.Init()
-	if os.Getenv(remoteServerEnv) != "" {
-		serveRemote()
-	}
 	os.Exit(m.Run())
 }
 
