@@ -301,6 +301,11 @@ func TestIsolatedStaleLink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(name); err == nil {
+			netlink.LinkDel(l) // a failed test's
+		}
+	})
 	// uid 200777 is /30 number 200777 % 16384 of 10.213.0.0/16.
 	n := 4 * (uid % 16384)
 	gw := fmt.Sprintf("10.213.%d.%d", n>>8, n&255+1)
