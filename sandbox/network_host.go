@@ -264,8 +264,11 @@ func (hn *hostNetwork) setupJobNetwork(pid, uid int) (*jobNet, error) {
 			}
 			err = netlink.LinkAdd(veth)
 		}
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, fmt.Errorf("the isolated sandbox network needs veth pairs, which this kernel lacks (CONFIG_VETH): %w", err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("the isolated sandbox network needs veth pairs (CONFIG_VETH): create %s: %w", jn.link, err)
+			return nil, fmt.Errorf("create veth %s: %w", jn.link, err)
 		}
 	}
 	fail := func(err error) (*jobNet, error) {
