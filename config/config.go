@@ -58,9 +58,9 @@ type Config struct {
 // Sandbox is the spider sandbox's configuration, as plain values; the
 // worker builds its policy from them (see package sandbox).
 type Sandbox struct {
-	Enabled           bool     // SCRAPETHIS_SANDBOX: on unless "off"
-	UIDFirst, UIDLast int      // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
-	Network           string   // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
+	Enabled           bool   // SCRAPETHIS_SANDBOX: on unless "off"
+	UIDFirst, UIDLast int    // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
+	Network           string // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
 	// The isolated network: SCRAPETHIS_SANDBOX_NETWORK_RANGE (the jobs'
 	// IPv4 prefix), SCRAPETHIS_SANDBOX_NETWORK_DENY (more prefixes no job
 	// may reach; the platform's Postgres and Redis always are, see
@@ -68,13 +68,13 @@ type Sandbox struct {
 	NetworkRange netip.Prefix
 	NetworkDeny  []netip.Prefix
 	DNS          []netip.Addr
-	Binds             []string // SCRAPETHIS_SANDBOX_BINDS: extra read-only host paths
-	MemoryMB          int      // SCRAPETHIS_JOB_MEMORY_MB: a job's default memory limit
-	MemoryMaxMB       int      // SCRAPETHIS_JOB_MEMORY_MAX_MB: the most a job may ask for
-	DiskMB            int      // SCRAPETHIS_JOB_DISK_MB: the job directory's size
-	Procs             int      // SCRAPETHIS_JOB_PROCS: processes and threads
-	NoFile            int      // SCRAPETHIS_JOB_NOFILE: open files per process
-	CPUSeconds        int      // SCRAPETHIS_JOB_CPU_SECONDS: CPU time per process, 0 none
+	Binds        []string // SCRAPETHIS_SANDBOX_BINDS: extra read-only host paths
+	MemoryMB     int      // SCRAPETHIS_JOB_MEMORY_MB: a job's default memory limit
+	MemoryMaxMB  int      // SCRAPETHIS_JOB_MEMORY_MAX_MB: the most a job may ask for
+	DiskMB       int      // SCRAPETHIS_JOB_DISK_MB: the job directory's size
+	Procs        int      // SCRAPETHIS_JOB_PROCS: processes and threads
+	NoFile       int      // SCRAPETHIS_JOB_NOFILE: open files per process
+	CPUSeconds   int      // SCRAPETHIS_JOB_CPU_SECONDS: CPU time per process, 0 none
 }
 
 func (p *parser) sandbox() Sandbox {
