@@ -139,9 +139,6 @@ func (p *Process) waitForked() Result {
 	if err := p.cg.remove(); err != nil && res.Err == nil {
 		res.Err = err
 	}
-	if err := p.net.remove(); err != nil && res.Err == nil {
-		res.Err = err
-	}
 	return res
 }
 

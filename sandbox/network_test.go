@@ -191,27 +191,39 @@ ts = [`, 1)
 	assertNoJobLinks(t)
 }
 
-// assertNoJobLinks: every job's veth pair is gone once its Wait returns.
+// assertNoJobLinks: every ended job's veth pair, address and route go with
+// its network namespace, which the kernel tears down in the background.
 func assertNoJobLinks(t *testing.T) {
 	t.Helper()
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, "stj") {
-			t.Errorf("link %s is left behind", l.Attrs().Name)
+	var left []string
+	gone := func() bool {
+		left = nil
+		links, err := netlink.LinkList()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range routes {
-		if r.Dst != nil && strings.HasPrefix(r.Dst.String(), "10.213.") {
-			t.Errorf("route %s is left behind", r.Dst)
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "stj") {
+				left = append(left, "link "+l.Attrs().Name)
+			}
 		}
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range routes {
+			if r.Dst != nil && strings.HasPrefix(r.Dst.String(), "10.213.") {
+				left = append(left, "route "+r.Dst.String())
+			}
+		}
+		return len(left) == 0
 	}
+	t.Cleanup(func() {
+		if len(left) > 0 {
+			t.Logf("left behind: %v", left)
+		}
+	})
+	testenv.WaitFor(t, 10*time.Second, "the ended jobs' veth pairs, addresses and routes to go", gone)
 }
 
 // TestIsolatedJobsCannotReachEachOther: a job listening on its own address
