@@ -5,7 +5,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -o /out/scrapethis ./cmd/scrapethis \
- && CGO_ENABLED=0 go build -ldflags='-s -w' -o /out/scrapethis-init ./cmd/scrapethis-init
+ && CGO_ENABLED=0 go build -tags sandboxinit -ldflags='-s -w' -o /out/scrapethis-init ./cmd/scrapethis-init
 
 FROM debian:bookworm-slim
 # Scrapy for *.py spiders and Scrapy projects; python3-venv and pip for a

@@ -10,7 +10,7 @@ help: ## show this help
 
 build: ## build bin/scrapethis and its sandbox init bin/scrapethis-init (always asks go build: its cache knows better than file dates)
 	go build -o $(BIN) ./cmd/scrapethis
-	CGO_ENABLED=0 go build -ldflags='-s -w' -o bin/scrapethis-init ./cmd/scrapethis-init
+	CGO_ENABLED=0 go build -tags sandboxinit -ldflags='-s -w' -o bin/scrapethis-init ./cmd/scrapethis-init
 
 services: ## start (or install) PostgreSQL, Redis and Scrapy when missing
 	@scripts/services.sh

@@ -5,7 +5,11 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,16 +58,23 @@ type Config struct {
 // Sandbox is the spider sandbox's configuration, as plain values; the
 // worker builds its policy from them (see package sandbox).
 type Sandbox struct {
-	Enabled           bool     // SCRAPETHIS_SANDBOX: on unless "off"
-	UIDFirst, UIDLast int      // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
-	Network           string   // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
-	Binds             []string // SCRAPETHIS_SANDBOX_BINDS: extra read-only host paths
-	MemoryMB          int      // SCRAPETHIS_JOB_MEMORY_MB: a job's default memory limit
-	MemoryMaxMB       int      // SCRAPETHIS_JOB_MEMORY_MAX_MB: the most a job may ask for
-	DiskMB            int      // SCRAPETHIS_JOB_DISK_MB: the job directory's size
-	Procs             int      // SCRAPETHIS_JOB_PROCS: processes and threads
-	NoFile            int      // SCRAPETHIS_JOB_NOFILE: open files per process
-	CPUSeconds        int      // SCRAPETHIS_JOB_CPU_SECONDS: CPU time per process, 0 none
+	Enabled           bool   // SCRAPETHIS_SANDBOX: on unless "off"
+	UIDFirst, UIDLast int    // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
+	Network           string // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
+	// The isolated network: SCRAPETHIS_SANDBOX_NETWORK_RANGE (the jobs'
+	// IPv4 prefix), SCRAPETHIS_SANDBOX_NETWORK_DENY (more prefixes no job
+	// may reach; the platform's Postgres and Redis always are, see
+	// PlatformHosts) and SCRAPETHIS_SANDBOX_DNS (the jobs' nameservers).
+	NetworkRange netip.Prefix
+	NetworkDeny  []netip.Prefix
+	DNS          []netip.Addr
+	Binds        []string // SCRAPETHIS_SANDBOX_BINDS: extra read-only host paths
+	MemoryMB     int      // SCRAPETHIS_JOB_MEMORY_MB: a job's default memory limit
+	MemoryMaxMB  int      // SCRAPETHIS_JOB_MEMORY_MAX_MB: the most a job may ask for
+	DiskMB       int      // SCRAPETHIS_JOB_DISK_MB: the job directory's size
+	Procs        int      // SCRAPETHIS_JOB_PROCS: processes and threads
+	NoFile       int      // SCRAPETHIS_JOB_NOFILE: open files per process
+	CPUSeconds   int      // SCRAPETHIS_JOB_CPU_SECONDS: CPU time per process, 0 none
 }
 
 func (p *parser) sandbox() Sandbox {
@@ -77,6 +88,31 @@ func (p *parser) sandbox() Sandbox {
 	}
 	if s.Network != "host" && s.Network != "isolated" {
 		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_NETWORK must be host or isolated")
+	}
+	rng, err := netip.ParsePrefix(p.str("SCRAPETHIS_SANDBOX_NETWORK_RANGE", "10.213.0.0/16"))
+	if err != nil || !rng.Addr().Is4() || rng.Bits() > 30 {
+		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_NETWORK_RANGE must be an IPv4 prefix of at least a /30, such as 10.213.0.0/16")
+	}
+	s.NetworkRange = rng.Masked()
+	for _, v := range list(p.str("SCRAPETHIS_SANDBOX_NETWORK_DENY", "")) {
+		pr, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_NETWORK_DENY must list addresses or prefixes (CIDR), comma-separated")
+				continue
+			}
+			pr = netip.PrefixFrom(a, a.BitLen())
+		}
+		s.NetworkDeny = append(s.NetworkDeny, pr.Masked())
+	}
+	for _, v := range list(p.str("SCRAPETHIS_SANDBOX_DNS", "")) {
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is4() || a.IsLoopback() {
+			p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_DNS must list IPv4 nameservers off the host's loopback, comma-separated")
+			continue
+		}
+		s.DNS = append(s.DNS, a)
 	}
 	uids := p.str("SCRAPETHIS_SANDBOX_UIDS", "200000-200999")
 	first, last, ok := strings.Cut(uids, "-")
@@ -99,6 +135,48 @@ func (p *parser) sandbox() Sandbox {
 	s.NoFile = p.integer("SCRAPETHIS_JOB_NOFILE", 1024, 64, 1<<20)
 	s.CPUSeconds = p.integer("SCRAPETHIS_JOB_CPU_SECONDS", 86400, 0, 1<<31-1)
 	return s
+}
+
+// list splits a comma- or space-separated value.
+func list(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+// PlatformHosts are the hosts of the platform's Postgres and Redis
+// (DATABASE_URL, REDIS_URL, Sentinel and Cluster addr= options included),
+// which isolated jobs must not reach; Unix socket paths are left out.
+func (c Config) PlatformHosts() []string {
+	var hosts []string
+	add := func(hostport string) {
+		for _, hp := range strings.Split(hostport, ",") {
+			h := hp
+			if hh, _, err := net.SplitHostPort(hp); err == nil {
+				h = hh
+			}
+			h = strings.Trim(h, "[]")
+			if h != "" && !strings.HasPrefix(h, "/") && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	for _, raw := range []string{c.DatabaseURL, c.RedisURL} {
+		if u, err := url.Parse(raw); err == nil && u.Scheme != "" {
+			add(u.Host)
+			for _, k := range []string{"host", "addr"} {
+				for _, v := range u.Query()[k] {
+					add(v)
+				}
+			}
+			continue
+		}
+		// Postgres' key=value form.
+		for _, f := range strings.Fields(raw) {
+			if v, ok := strings.CutPrefix(f, "host="); ok {
+				add(strings.Trim(v, "'"))
+			}
+		}
+	}
+	return hosts
 }
 
 // Load reads the configuration through getenv.

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,48 @@ func TestSandbox(t *testing.T) {
 	} {
 		if _, err := config.Load(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%s: %v", k, v, err)
+		}
+	}
+}
+
+func TestSandboxNetwork(t *testing.T) {
+	c, err := config.Load(env(map[string]string{
+		"SCRAPETHIS_SANDBOX_NETWORK":       "isolated",
+		"SCRAPETHIS_SANDBOX_NETWORK_RANGE": "10.99.0.0/20",
+		"SCRAPETHIS_SANDBOX_NETWORK_DENY":  "192.168.0.0/16, 10.1.2.3",
+		"SCRAPETHIS_SANDBOX_DNS":           "9.9.9.9,1.1.1.1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Sandbox
+	if s.NetworkRange.String() != "10.99.0.0/20" || fmt.Sprint(s.NetworkDeny) != "[192.168.0.0/16 10.1.2.3/32]" || fmt.Sprint(s.DNS) != "[9.9.9.9 1.1.1.1]" {
+		t.Fatalf("sandbox network %+v", s)
+	}
+	if d, _ := config.Load(env(nil)); d.Sandbox.NetworkRange.String() != "10.213.0.0/16" || d.Sandbox.NetworkDeny != nil {
+		t.Fatalf("defaults %+v", d.Sandbox)
+	}
+	for k, v := range map[string]string{
+		"SCRAPETHIS_SANDBOX_NETWORK_RANGE": "10.0.0.0/31",
+		"SCRAPETHIS_SANDBOX_NETWORK_DENY":  "not-an-address",
+		"SCRAPETHIS_SANDBOX_DNS":           "127.0.0.53",
+	} {
+		if _, err := config.Load(env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%s: %v", k, v, err)
+		}
+	}
+}
+
+func TestPlatformHosts(t *testing.T) {
+	for _, tc := range []struct{ db, redis, want string }{
+		{"postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable", "redis://127.0.0.1:6379/0", "[127.0.0.1]"},
+		{"postgres://u:p@db.internal,db2:5433/x", "redis-sentinel://s1:26379/0?master_name=m&addr=s2:26379", "[db.internal db2 s1 s2]"},
+		{"host=/var/run/postgresql dbname=x", "redis-cluster://[fd00::5]:6379?addr=10.0.0.7:6379", "[fd00::5 10.0.0.7]"},
+		{"host=pg.local port=5432", "rediss://:secret@cache:6380/1", "[pg.local cache]"},
+	} {
+		got := fmt.Sprint(config.Config{DatabaseURL: tc.db, RedisURL: tc.redis}.PlatformHosts())
+		if got != tc.want {
+			t.Errorf("%s %s: %s, want %s", tc.db, tc.redis, got, tc.want)
 		}
 	}
 }

@@ -12,21 +12,22 @@ import (
 )
 
 // BenchmarkStart starts and waits for a no-op executable, with the sandbox
-// off and on, and reports the median per job; "on" also reports the init's
-// resident memory. go test -run '^$' -bench Start -benchtime 200x ./sandbox/
+// off, on, and on with the isolated network, and reports the median per
+// job; "on" also reports the init's resident memory.
+// go test -run '^$' -bench Start -benchtime 200x ./sandbox/
 // (SANDBOX_BENCH_INIT=bin/scrapethis measures the shipped binary as init).
 func BenchmarkStart(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the sandbox needs root")
 	}
-	for _, enabled := range []bool{false, true} {
-		name := "off"
-		if enabled {
-			name = "on"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, mode := range []string{"off", "on", "isolated"} {
+		enabled := mode != "off"
+		b.Run(mode, func(b *testing.B) {
 			cfg := sandbox.DefaultConfig()
 			cfg.Enabled = enabled
+			if mode == "isolated" {
+				cfg.Network = sandbox.NetworkIsolated
+			}
 			cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
 			if v := os.Getenv("SANDBOX_BENCH_INIT"); v != "" { // bin/scrapethis, say
 				cfg.InitArgv[0] = v
@@ -59,7 +60,7 @@ func BenchmarkStart(b *testing.B) {
 			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "ms-median")
 			b.ReportMetric(float64(times[len(times)*9/10].Microseconds())/1000, "ms-p90")
-			if enabled {
+			if mode == "on" {
 				rss, anon := initRSS(b, l, p)
 				b.ReportMetric(float64(rss), "init-RSS-KiB")
 				b.ReportMetric(float64(anon), "init-RssAnon-KiB")
@@ -100,19 +101,20 @@ func initRSS(b *testing.B, l *sandbox.Launcher, p sandbox.Policy) (rss, anon int
 }
 
 // BenchmarkStartParallel is the throughput of no-op jobs, four at a time
-// (the worker's default concurrency), sandbox off and on: jobs/s.
+// (the worker's default concurrency), sandbox off, on, and on with the
+// isolated network: jobs/s.
 func BenchmarkStartParallel(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the sandbox needs root")
 	}
-	for _, enabled := range []bool{false, true} {
-		name := "off"
-		if enabled {
-			name = "on"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, mode := range []string{"off", "on", "isolated"} {
+		enabled := mode != "off"
+		b.Run(mode, func(b *testing.B) {
 			cfg := sandbox.DefaultConfig()
 			cfg.Enabled = enabled
+			if mode == "isolated" {
+				cfg.Network = sandbox.NetworkIsolated
+			}
 			cfg.InitArgv = []string{os.Args[0], sandbox.InitCommand}
 			if v := os.Getenv("SANDBOX_BENCH_INIT"); v != "" {
 				cfg.InitArgv[0] = v

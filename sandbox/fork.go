@@ -118,6 +118,7 @@ func (p *Process) endInit() {
 	p.cmd.Wait()
 	p.policyW.Close()
 	p.status.Close()
+	p.net.remove()
 }
 
 // waitForked waits for a forked process, the worker's child by adoption,

@@ -72,8 +72,10 @@ func RunInit() int {
 	}
 	var req request
 	f := os.NewFile(policyFD, "policy")
-	err := json.NewDecoder(f).Decode(&req)
-	if !req.Adopt {
+	dec := json.NewDecoder(f)
+	err := dec.Decode(&req)
+	isolated := req.Policy.Network == NetworkIsolated
+	if !req.Adopt && !isolated {
 		f.Close()
 	}
 	if err != nil {
@@ -91,6 +93,16 @@ func RunInit() int {
 	}
 	if err := lockDown(); err != nil {
 		return fail("drop privileges", err)
+	}
+	if isolated {
+		// Nothing of the job's runs before the launcher has wired its
+		// network namespace.
+		if err := awaitNetwork(io.MultiReader(dec.Buffered(), f)); err != nil {
+			return fail("network", err)
+		}
+		if !req.Adopt {
+			f.Close()
+		}
 	}
 	if p.Probe {
 		if err := becomeUser(p.UID, p.GID); err != nil {
@@ -213,6 +225,9 @@ func build(p Policy) error {
 		}
 	}
 	for _, e := range etcEntries {
+		if e == "resolv.conf" && p.ResolvConf != "" {
+			continue // written below
+		}
 		matches, _ := filepath.Glob(filepath.Join("/etc", e))
 		for _, m := range matches {
 			if err := add(m, m, false, false); err != nil {
@@ -256,6 +271,11 @@ func build(p Policy) error {
 	}
 	if err := os.WriteFile("/etc/group", []byte(group), 0o644); err != nil {
 		return err
+	}
+	if p.ResolvConf != "" {
+		if err := os.WriteFile("/etc/resolv.conf", []byte(p.ResolvConf), 0o644); err != nil {
+			return err
+		}
 	}
 
 	// A minimal /dev.
@@ -443,4 +463,17 @@ func adopt(policy *os.File, report func(string, ...any)) int {
 			return 0
 		}
 	}
+}
+
+// awaitNetwork waits for the launcher's word that the job's network is up
+// (the isolated network); the pipe's end instead means it gave up.
+func awaitNetwork(policy io.Reader) error {
+	var b [1]byte
+	if _, err := io.ReadFull(policy, b[:]); err != nil {
+		return fmt.Errorf("the launcher did not set up the job's network: %w", err)
+	}
+	if b[0] != netReady {
+		return fmt.Errorf("unexpected %q on the policy pipe", b[0])
+	}
+	return nil
 }

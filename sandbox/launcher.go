@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,6 +20,7 @@ type Launcher struct {
 	cfg  Config
 	uids *uidPool
 	cg   *cgroups
+	net  *hostNetwork // the isolated network; nil for the host's
 }
 
 // NewLauncher checks cfg and prepares what the sandbox needs (uid locks,
@@ -44,6 +46,15 @@ func NewLauncher(cfg Config) (*Launcher, error) {
 	}
 	if l.cg, err = detectCgroups(); err != nil {
 		return nil, fmt.Errorf("the spider sandbox cannot limit memory and processes: %w", err)
+	}
+	if cfg.Network == NetworkIsolated {
+		log := cfg.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		if l.net, err = setupHostNetwork(cfg, l.uids.dir, log); err != nil {
+			return nil, fmt.Errorf("%w; set SCRAPETHIS_SANDBOX_NETWORK=host to share the host's network", err)
+		}
 	}
 	return l, nil
 }
@@ -82,7 +93,8 @@ type Process struct {
 	status  *os.File // the init's report of how the spider ended
 	cg      *jobCgroup
 	lease   *uidLease
-	tempDir string // sandbox off: the job directory on the host
+	net     *jobNet // the isolated network's veth pair
+	tempDir string  // sandbox off: the job directory on the host
 
 	// Forked (StartForked): the spider's pid, the worker's child by
 	// adoption; with the sandbox on, the open policy pipe whose close ends
@@ -160,6 +172,9 @@ func (l *Launcher) startInitRequest(p Policy, c Command, cg *jobCgroup, adopt bo
 	}
 	defer statusW.Close()
 	flags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
+	if l.net != nil {
+		flags |= syscall.CLONE_NEWNET
+	}
 	cmd := &exec.Cmd{
 		Path: l.cfg.InitArgv[0],
 		Args: l.cfg.InitArgv,
@@ -202,6 +217,16 @@ func (l *Launcher) startInitRequest(p Policy, c Command, cg *jobCgroup, adopt bo
 	policyR.Close()
 	if _, err := policyW.Write(body); err != nil {
 		return fail(fmt.Errorf("send sandbox policy: %w", err))
+	}
+	if l.net != nil {
+		// The init builds the sandbox meanwhile, and waits for this.
+		if proc.net, err = l.net.setupJobNetwork(cmd.Process.Pid, p.UID); err != nil {
+			return fail(err)
+		}
+		if _, err := policyW.Write([]byte{netReady}); err != nil {
+			proc.net.remove()
+			return fail(fmt.Errorf("send sandbox network ready: %w", err))
+		}
 	}
 	if adopt {
 		keepW = true
@@ -310,6 +335,10 @@ func (e *ExitError) Sys() any { return e.Status }
 // Wait waits for the process to end and releases what it held: with the
 // sandbox on, by then every process of the sandbox is gone (the init is
 // PID 1 of its namespace), its cgroups are removed and its uid is free.
+// An isolated job's veth pair goes with its network namespace, which the
+// kernel tears down in the background within milliseconds (deleting it
+// here would cost ~20 ms a job); the next job of the uid deletes a pair
+// still there.
 func (p *Process) Wait() Result {
 	if p.forked > 0 {
 		return p.waitForked()

@@ -18,6 +18,8 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"path/filepath"
 )
 
@@ -28,7 +30,8 @@ const (
 	// NetworkHost shares the host's network (the default).
 	NetworkHost Network = "host"
 	// NetworkIsolated is a network namespace per job with NAT to the
-	// outside and no route to the host. Not implemented yet.
+	// outside and no way to the host's own addresses, the denied prefixes
+	// or other jobs (see network.go).
 	NetworkIsolated Network = "isolated"
 )
 
@@ -61,6 +64,19 @@ type Config struct {
 	// uid; "" is /run/scrapethis/uids, or the temp dir if /run is not
 	// writable.
 	LockDir string
+
+	// The isolated network (Network = NetworkIsolated). NetworkRange is
+	// where each job's /30 comes from (by its uid); invalid is
+	// DefaultNetworkRange. NetworkDeny are prefixes no job may reach (the
+	// platform's Postgres and Redis, the operator's list); the host's own
+	// addresses are always denied. DNS are the nameservers of the jobs'
+	// resolv.conf; none is the host's that a job can reach.
+	NetworkRange netip.Prefix
+	NetworkDeny  []netip.Prefix
+	DNS          []netip.Addr
+	// Log receives the launcher's notes (IPv4 forwarding turned on, no
+	// DNS for isolated jobs); nil is slog.Default().
+	Log *slog.Logger
 }
 
 // DefaultConfig is the documented default: on, uids 200000-200999, host
@@ -96,6 +112,10 @@ type Policy struct {
 	// Probe builds everything and drops privileges, then exits 0 without
 	// running anything: Check uses it.
 	Probe bool
+	// ResolvConf, when set, is the sandbox's /etc/resolv.conf instead of
+	// the host's (the isolated network: the host's loopback resolver is
+	// out of reach).
+	ResolvConf string `json:",omitempty"`
 }
 
 // JobDir is where the job directory is inside every sandbox.
@@ -116,6 +136,9 @@ func (l *Launcher) Policy(name string, code []Mount, memoryMB int) (Policy, erro
 		lim.MemoryMB = memoryMB
 	}
 	p := Policy{Name: name, Network: l.cfg.Network, Limits: lim, Dir: JobDir}
+	if l.net != nil {
+		p.ResolvConf = l.net.resolvConf
+	}
 	for _, m := range code {
 		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Target) {
 			return Policy{}, fmt.Errorf("bind %s -> %s: paths must be absolute", m.Source, m.Target)
@@ -149,7 +172,7 @@ func (c Config) validate() error {
 	switch c.Network {
 	case "", NetworkHost:
 	case NetworkIsolated:
-		errs = append(errs, errors.New("network mode isolated is not implemented yet; use host"))
+		errs = append(errs, c.validateNetwork()...)
 	default:
 		errs = append(errs, fmt.Errorf("network mode %q is neither host nor isolated", c.Network))
 	}

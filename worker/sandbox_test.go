@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,4 +219,72 @@ func TestWorkerRefusesWithoutSandbox(t *testing.T) {
 		t.Fatalf("worker started or said %v", err)
 	}
 	t.Log(err)
+}
+
+// TestSandboxedIsolatedNetwork: with SCRAPETHIS_SANDBOX_NETWORK=isolated a
+// Scrapy spider (each runner: the forked one joins the init's network
+// namespace) and an executable spider crawl a site off the host, in a
+// network namespace of their own.
+func TestSandboxedIsolatedNetwork(t *testing.T) {
+	t.Parallel()
+	if err := exec.Command("/usr/bin/python3", "-c", "import scrapy").Run(); err != nil {
+		t.Skip("Scrapy is not installed (make test installs python3-scrapy)")
+	}
+	for _, runner := range scrapyRunners() {
+		t.Run(runner, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			rn := testenv.StartRemoteNet(t)
+			srv := &http.Server{Handler: demosite.Handler("/demo")}
+			served := make(chan error, 1)
+			ln := rn.Listen(t, 80)
+			go func() { served <- srv.Serve(ln) }()
+			defer func() { srv.Close(); <-served }()
+			for _, f := range []string{"quotes.py", "quotes_plain"} {
+				src, err := os.ReadFile("../spiders/" + f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(filepath.Join(b.spiders, f), src, 0o755)
+			}
+			scrapy, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes", "quotes.py")
+			plain, _ := b.db.CreateSpider(context.Background(), b.userID, "quotes_plain", "quotes_plain")
+			b.startWorker(withRunner(runner, func(c *worker.Config) {
+				sandboxed(t)(c)
+				c.Sandbox.Network = sandbox.NetworkIsolated
+				c.Sandbox.NetworkDeny = []netip.Prefix{rn.DeniedNet}
+			}))
+			want := int64(demosite.Pages * demosite.PerPage)
+			for _, sp := range []string{scrapy.ID, plain.ID} {
+				jobID := b.start(sp, `{"start_url":"http://`+rn.Addr.String()+`/demo/"}`, nil)
+				j := b.waitStatus(jobID, scrapethis.StatusFinished)
+				if j.ItemsScraped != want {
+					t.Fatalf("items_scraped %d, want %d; log:\n%s", j.ItemsScraped, want, b.logs(jobID))
+				}
+				if sp == scrapy.ID {
+					checkRunner(t, b.logs(jobID), runner)
+				}
+			}
+			// The same site on a denied address (the host itself reaches
+			// it): nothing, from either spider, forked or not.
+			for _, sp := range []string{scrapy.ID, plain.ID} {
+				nj := scrapethis.NewJob{UserID: b.userID, SpiderID: sp,
+					Arguments: json.RawMessage(`{"start_url":"http://` + rn.Denied.String() + `/demo/"}`)}
+				if sp == scrapy.ID {
+					nj.Settings = json.RawMessage(`{"DOWNLOAD_TIMEOUT": 3, "RETRY_ENABLED": false}`)
+				}
+				j, err := b.db.CreateJob(context.Background(), nj)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.queuer.Enqueue(context.Background(), j); err != nil {
+					t.Fatal(err)
+				}
+				b.waitFor("the denied job to end", 60*time.Second, func() bool { j = b.job(j.ID); return j.Status.Final() })
+				if j.ItemsScraped != 0 {
+					t.Errorf("a job scraped %d items off a denied address; log:\n%s", j.ItemsScraped, b.logs(j.ID))
+				}
+			}
+		})
+	}
 }

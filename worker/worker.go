@@ -134,7 +134,11 @@ func (w *Worker) ID() string { return w.id }
 // taking jobs, lets running ones finish for ShutdownTimeout, hands back the
 // rest, and returns.
 func (w *Worker) Run(ctx context.Context) error {
-	l, err := sandbox.NewLauncher(w.cfg.Sandbox)
+	sb := w.cfg.Sandbox
+	if sb.Log == nil {
+		sb.Log = w.log
+	}
+	l, err := sandbox.NewLauncher(sb)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -380,12 +381,13 @@ func archiveLimits(c config.Config) archive.Limits {
 // workerConfig is the worker's configuration: the guard and the sandbox
 // init are this binary.
 func workerConfig(c config.Config) worker.Config {
-	return withSandbox(withGuard(worker.Config{Worker: c.Worker, Archive: archiveLimits(c)}), c.Sandbox)
+	return withSandbox(withGuard(worker.Config{Worker: c.Worker, Archive: archiveLimits(c)}), c)
 }
 
 // withSandbox sets the spider sandbox from its configuration; its init is
 // this binary's sandbox-init (see sandbox.RunInit).
-func withSandbox(c worker.Config, s config.Sandbox) worker.Config {
+func withSandbox(c worker.Config, cfg config.Config) worker.Config {
+	s := cfg.Sandbox
 	c.Sandbox = sandbox.Config{
 		Enabled:     s.Enabled,
 		UIDFirst:    s.UIDFirst,
@@ -396,10 +398,38 @@ func withSandbox(c worker.Config, s config.Sandbox) worker.Config {
 		Defaults: sandbox.Limits{MemoryMB: s.MemoryMB, DiskMB: s.DiskMB, Procs: s.Procs,
 			NoFile: s.NoFile, CPUSeconds: s.CPUSeconds},
 	}
+	if s.Network == string(sandbox.NetworkIsolated) {
+		c.Sandbox.NetworkRange = s.NetworkRange
+		c.Sandbox.DNS = s.DNS
+		c.Sandbox.NetworkDeny = append(platformPrefixes(cfg.PlatformHosts()), s.NetworkDeny...)
+	}
 	if exe, err := os.Executable(); err == nil {
 		c.Sandbox.InitArgv = initArgv(exe)
 	}
 	return c
+}
+
+// platformPrefixes are the addresses of the platform's Postgres and Redis
+// hosts, as this host resolves them now: isolated jobs may not reach them.
+func platformPrefixes(hosts []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		cancel()
+		if err != nil {
+			slog.Warn("isolated sandbox network: cannot resolve the platform's host to deny it to jobs; list its addresses in SCRAPETHIS_SANDBOX_NETWORK_DENY", "host", h, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
 }
 
 // initArgv is the sandbox's init: the small scrapethis-init beside this

@@ -137,7 +137,7 @@ func (b *Benchmarker) build(ctx context.Context) error {
 	// binary (make build puts it there).
 	if init := filepath.Join(filepath.Dir(b.bin), "scrapethis-init"); !exists(init) {
 		b.say("building %s", init)
-		if err := runCmd(ctx, goTool, "build", "-ldflags=-s -w", "-o", init, modulePath+"/cmd/scrapethis-init"); err != nil {
+		if err := runCmd(ctx, goTool, "build", "-tags", "sandboxinit", "-ldflags=-s -w", "-o", init, modulePath+"/cmd/scrapethis-init"); err != nil {
 			return fmt.Errorf("build %s: %w", init, err)
 		}
 	}
