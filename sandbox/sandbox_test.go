@@ -230,6 +230,55 @@ echo mine > /tmp/mine && echo mine > /job/mine2 && echo "tmp ok"
 	}
 }
 
+// TestMountsAreReadOnly: every mount of the sandbox is read-only, nosuid
+// and nodev but the job's own (/job, /tmp) and /proc; /dev's nodes work
+// but nothing there executes.
+func TestMountsAreReadOnly(t *testing.T) {
+	l := newLauncher(t, nil)
+	o := run(t, l, "mounts.sh", `
+cat /proc/self/mountinfo
+echo x > /dev/null && [ "$(head -c 3 /dev/zero | od -An -tx1 | tr -d ' ')" = 000000 ] && echo "DEVICES OK"
+`)
+	if o.res.Err != nil || !strings.Contains(o.stdout, "DEVICES OK") {
+		t.Fatalf("%v:\n%s\n%s", o.res.Err, o.stdout, o.stderr)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(o.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.Contains(line, " - ") {
+			continue
+		}
+		at, opts := f[4], map[string]bool{}
+		for _, o := range strings.Split(f[5], ",") {
+			opts[o] = true
+		}
+		seen[at] = true
+		want := []string{"ro", "nosuid", "nodev"}
+		switch {
+		case at == "/job" || at == "/tmp" || at == "/proc":
+			want = []string{"rw", "nosuid", "nodev"}
+		case at == "/dev" || strings.HasPrefix(at, "/dev/"):
+			want = []string{"ro", "nosuid"}
+			if opts["nodev"] {
+				t.Errorf("%s is nodev: %s", at, line)
+			}
+			if at == "/dev" && !opts["noexec"] {
+				t.Errorf("/dev is not noexec: %s", line)
+			}
+		}
+		for _, w := range want {
+			if !opts[w] {
+				t.Errorf("%s is not %s: %s", at, w, line)
+			}
+		}
+	}
+	for _, at := range []string{"/", "/usr", "/dev", "/proc", "/job", "/tmp", "/etc/hosts", "/spider/mounts.sh"} {
+		if !seen[at] {
+			t.Errorf("no mount at %s:\n%s", at, o.stdout)
+		}
+	}
+}
+
 func TestProcessLimit(t *testing.T) {
 	l := newLauncher(t, nil)
 	o := run(t, l, "fork.sh", `exec /usr/bin/python3 - <<'EOF'
