@@ -39,6 +39,7 @@ func BenchmarkStart(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { l.Close() })
 			path := "/bin/true"
 			var code []sandbox.Mount
 			p, err := l.Policy("bench", code, 0)
@@ -128,6 +129,7 @@ func BenchmarkStartParallel(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { l.Close() })
 			p, err := l.Policy("bench", nil, 0)
 			if err != nil {
 				b.Fatal(err)

@@ -64,6 +64,16 @@ func NewLauncher(cfg Config) (*Launcher, error) {
 	return l, nil
 }
 
+// Close removes what the launcher keeps between jobs (its idle cgroups);
+// cgroups of running jobs go when their jobs end. Starting more after
+// Close works, without reuse.
+func (l *Launcher) Close() error {
+	if l.cg == nil {
+		return nil
+	}
+	return l.cg.close()
+}
+
 // Enabled reports whether processes run sandboxed.
 func (l *Launcher) Enabled() bool { return l.cfg.Enabled }
 
@@ -302,8 +312,9 @@ func (p *Process) Forked() (int, bool) { return p.forked, p.forked > 0 }
 // UID is the uid the job runs as (0 with the sandbox off).
 func (p *Process) UID() int { return p.policy.UID }
 
-// Cgroups are the job's cgroup directories (none with the sandbox off);
-// Wait removes them.
+// Cgroups are the job's cgroup directories (none with the sandbox off).
+// After Wait no process is left in them; they are removed, or kept for
+// another job of the launcher (see Close).
 func (p *Process) Cgroups() []string {
 	if p.cg == nil {
 		return nil
@@ -364,7 +375,7 @@ func (p *Process) Wait() Result {
 	res := Result{Err: parseReport(string(report), waitErr)}
 	res.OOMKills = p.cg.oomKills()
 	res.MemoryPeak = p.cg.memoryPeak()
-	if err := p.cg.remove(); err != nil && res.Err == nil {
+	if err := p.cg.release(res.OOMKills); err != nil && res.Err == nil {
 		res.Err = err
 	}
 	return res
