@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -16,10 +18,83 @@ import (
 // cgroups creates the jobs' memory and pids cgroups, under the worker's own
 // cgroup in a "scrapethis" folder, on cgroup v2 (one unified hierarchy) or
 // v1 (a memory and a pids hierarchy).
+//
+// On v1, where creating and removing a memory cgroup is the dear part of
+// a sandboxed start (about 0.3 ms of CPU, and more in kernel workers), a
+// job's cgroups are reused: once every process of the job is gone (the
+// kernel has ended its PID namespace and cgroup.procs is empty), they go
+// to a pool (see poolPrefix), and the next job gets its own
+// limits written and the peak reset before its init joins. Close removes
+// the pool; a worker that died leaves its pool to the next one to start.
 type cgroups struct {
 	v2 bool
 	// parents: the unified parent on v2; the memory and pids parents on v1.
 	parents []string
+
+	mu     sync.Mutex
+	free   []*jobCgroup // idle, empty, reusable (v1)
+	made   int          // pool cgroups made so far: the next one's number
+	closed bool
+	prefix string // see poolPrefix
+}
+
+// maxPooled bounds the idle cgroups kept for reuse.
+const maxPooled = 32
+
+// poolPrefix names a launcher's pooled cgroups:
+// pool-<pid>-<its start time>-<random>-, so that a launcher can tell the
+// pools of processes that are gone (a pid reused later has another start
+// time) from those of live ones, this process's other launchers included.
+func poolPrefix() string {
+	return fmt.Sprintf("pool-%d-%s-%08x-", os.Getpid(), startTime(os.Getpid()), rand.Uint32())
+}
+
+// startTime is the process's start time in clock ticks since boot, or ""
+// if it is gone.
+func startTime(pid int) string {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name, in parentheses, may hold anything.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // field 22 of the whole line
+}
+
+// removeStalePools removes the idle pool cgroups of processes that are
+// gone. A busy one cannot be removed, and is not touched; a live process's
+// are not touched.
+func (c *cgroups) removeStalePools() {
+	for _, p := range c.parents {
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			rest, ok := strings.CutPrefix(e.Name(), "pool-")
+			if !ok || !e.IsDir() {
+				continue
+			}
+			f := strings.SplitN(rest, "-", 3)
+			if len(f) < 3 {
+				continue
+			}
+			pid, err := strconv.Atoi(f[0])
+			if err != nil {
+				continue
+			}
+			if startTime(pid) != f[1] {
+				syscall.Rmdir(filepath.Join(p, e.Name()))
+			}
+		}
+	}
 }
 
 const cgroupRoot = "/sys/fs/cgroup"
@@ -45,7 +120,9 @@ func detectCgroups() (*cgroups, error) {
 		}
 		parents = append(parents, p)
 	}
-	return &cgroups{parents: parents}, nil
+	c := &cgroups{parents: parents, prefix: poolPrefix()}
+	c.removeStalePools()
+	return c, nil
 }
 
 // parentDir is the worker's own cgroup directory under mnt, or mnt itself
@@ -117,11 +194,46 @@ func setupV2(own string) (*cgroups, error) {
 type jobCgroup struct {
 	v2   bool
 	dirs []string // v2: one; v1: memory, pids
+	// pooled: from and back to owner's pool (v1).
+	pooled bool
+	owner  *cgroups
+	// mem and pids are the limits as written.
+	mem, pids string
+	// oomBase is the OOM-kill count before this job: a reused cgroup's
+	// counter counts every job it has held.
+	oomBase int
 }
 
-// create makes the job's cgroups with its limits. The pids limit leaves room
-// for the init's own threads.
+// create gives a job its cgroups with its limits: a pooled pair on v1 (an
+// idle one, or a new one), its own new cgroup named for it on v2.
 func (c *cgroups) create(name string, lim Limits) (*jobCgroup, error) {
+	if c.v2 {
+		return c.make(name, lim)
+	}
+	c.mu.Lock()
+	for len(c.free) > 0 {
+		j := c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+		c.mu.Unlock()
+		if err := j.reset(lim); err == nil {
+			return j, nil
+		}
+		j.remove() // gone or broken: a new one instead
+		c.mu.Lock()
+	}
+	c.made++
+	name = c.prefix + strconv.Itoa(c.made)
+	c.mu.Unlock()
+	j, err := c.make(name, lim)
+	if err != nil {
+		return nil, err
+	}
+	j.pooled, j.owner = true, c
+	return j, nil
+}
+
+// make creates new cgroups with the limits.
+func (c *cgroups) make(name string, lim Limits) (*jobCgroup, error) {
 	j := &jobCgroup{v2: c.v2}
 	for _, p := range c.parents {
 		d := filepath.Join(p, name)
@@ -131,26 +243,116 @@ func (c *cgroups) create(name string, lim Limits) (*jobCgroup, error) {
 		}
 		j.dirs = append(j.dirs, d)
 	}
+	if err := j.setLimits(lim); err != nil {
+		j.remove()
+		return nil, err
+	}
+	return j, nil
+}
+
+// setLimits writes the limits that differ from those written before. The
+// pids limit leaves room for the init's own threads.
+func (j *jobCgroup) setLimits(lim Limits) error {
 	mem := strconv.FormatInt(int64(lim.MemoryMB)<<20, 10)
 	pids := strconv.Itoa(lim.Procs + 32)
 	var writes [][2]string
-	if c.v2 {
-		d := j.dirs[0]
-		writes = [][2]string{{d + "/memory.max", mem}, {d + "/memory.swap.max", "0"}, {d + "/pids.max", pids}}
-	} else {
-		m, p := j.dirs[0], j.dirs[1]
-		writes = [][2]string{{m + "/memory.limit_in_bytes", mem}, {m + "/memory.memsw.limit_in_bytes", mem}, {p + "/pids.max", pids}}
+	if mem != j.mem {
+		if j.v2 {
+			d := j.dirs[0]
+			writes = append(writes, [2]string{d + "/memory.max", mem}, [2]string{d + "/memory.swap.max", "0"})
+		} else {
+			// v1 wants memory <= memory+swap at every step.
+			m := [][2]string{{j.dirs[0] + "/memory.limit_in_bytes", mem}, {j.dirs[0] + "/memory.memsw.limit_in_bytes", mem}}
+			if old, err := strconv.ParseInt(j.mem, 10, 64); err == nil && int64(lim.MemoryMB)<<20 > old {
+				m[0], m[1] = m[1], m[0]
+			}
+			writes = append(writes, m...)
+		}
+	}
+	if pids != j.pids {
+		writes = append(writes, [2]string{j.dirs[len(j.dirs)-1] + "/pids.max", pids})
 	}
 	for _, w := range writes {
 		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
-			if strings.Contains(w[0], "swap") && errors.Is(err, os.ErrNotExist) {
+			if strings.Contains(w[0], "sw") && errors.Is(err, os.ErrNotExist) {
 				continue // no swap accounting on this kernel
 			}
-			j.remove()
-			return nil, fmt.Errorf("cgroup limit %s: %w", filepath.Base(w[0]), err)
+			j.mem, j.pids = "", "" // unknown now
+			return fmt.Errorf("cgroup limit %s: %w", filepath.Base(w[0]), err)
 		}
 	}
-	return j, nil
+	j.mem, j.pids = mem, pids
+	return nil
+}
+
+// reset readies a pooled cgroup for a new job: its limits, and its peak
+// memory back to the current use (v1).
+func (j *jobCgroup) reset(lim Limits) error {
+	if err := j.setLimits(lim); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(j.dirs[0], "memory.max_usage_in_bytes"), []byte("0"), 0); err != nil {
+		return fmt.Errorf("reset cgroup peak: %w", err)
+	}
+	return nil
+}
+
+// release gives the job's cgroups back once its processes are gone: to the
+// pool, or removed. oomKills is the count Wait has read.
+func (j *jobCgroup) release(oomKills int) error {
+	c := j.owner
+	if !j.pooled || c == nil {
+		return j.remove()
+	}
+	if !j.empty() {
+		return j.remove()
+	}
+	c.mu.Lock()
+	if c.closed || len(c.free) >= maxPooled {
+		c.mu.Unlock()
+		return j.remove()
+	}
+	j.oomBase += oomKills
+	c.free = append(c.free, j)
+	c.mu.Unlock()
+	return nil
+}
+
+// empty reports whether no process is left in the job's cgroups, waiting a
+// little (as remove does) for one that is still exiting.
+func (j *jobCgroup) empty() bool {
+	deadline := time.Now().Add(2 * time.Second)
+	for _, d := range j.dirs {
+		for {
+			procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil {
+				return false
+			}
+			if len(bytes.TrimSpace(procs)) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return true
+}
+
+// close removes the idle pool; cgroups still in use are removed as their
+// jobs end.
+func (c *cgroups) close() error {
+	c.mu.Lock()
+	c.closed = true
+	free := c.free
+	c.free = nil
+	c.mu.Unlock()
+	var errs []error
+	for _, j := range free {
+		errs = append(errs, j.remove())
+	}
+	return errors.Join(errs...)
 }
 
 // join moves pid into the job's cgroups.
@@ -176,7 +378,7 @@ func (j *jobCgroup) oomKills() int {
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == key {
 			n, _ := strconv.Atoi(f[1])
-			return n
+			return max(n-j.oomBase, 0)
 		}
 	}
 	return 0

@@ -136,7 +136,7 @@ func (p *Process) waitForked() Result {
 	p.status.Close()
 	res.OOMKills = p.cg.oomKills()
 	res.MemoryPeak = p.cg.memoryPeak()
-	if err := p.cg.remove(); err != nil && res.Err == nil {
+	if err := p.cg.release(res.OOMKills); err != nil && res.Err == nil {
 		res.Err = err
 	}
 	return res

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -32,21 +31,6 @@ const (
 	policyFD = 3
 	statusFD = 4
 )
-
-// systemPaths are bound read-only at their own paths (or recreated as the
-// same symbolic link, as /bin is on merged-/usr systems).
-var systemPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
-
-// etcEntries is the curated /etc: what programs need to resolve names,
-// verify TLS, find libraries and run Python, and nothing of the
-// platform's own configuration.
-var etcEntries = []string{
-	"ssl", "ca-certificates", "ca-certificates.conf", "pki", "crypto-policies",
-	"resolv.conf", "hosts", "nsswitch.conf", "host.conf", "gai.conf",
-	"localtime", "timezone", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
-	"alternatives", "mime.types", "protocols", "services", "os-release", "debian_version",
-	"python3*", "scrapy.cfg",
-}
 
 // RunInit is the sandbox's init. Started by the launcher in new namespaces,
 // it reads its request on fd 3, builds the sandbox, runs the spider as the
@@ -85,7 +69,7 @@ func RunInit() int {
 		return fail("start", errors.New("the init is not PID 1 of a new PID namespace"))
 	}
 	p := req.Policy
-	if err := build(p); err != nil {
+	if err := build(p, req.Root); err != nil {
 		return fail("build sandbox", err)
 	}
 	if err := limit(p.Limits); err != nil {
@@ -165,203 +149,6 @@ func RunInit() int {
 		report("exit %d", ws.ExitStatus())
 		return ws.ExitStatus()
 	}
-}
-
-// source is a host path as the init sees it once the host's root is at
-// /.old: resolved while the host root was still "/".
-type source struct {
-	path   string // real path on the host, no symbolic links
-	link   string // a symbolic link to recreate instead of a bind
-	isDir  bool
-	target string
-}
-
-func resolve(host, target string, keepLink bool) (source, bool, error) {
-	if keepLink {
-		if fi, err := os.Lstat(host); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-			l, err := os.Readlink(host)
-			return source{link: l, target: target}, err == nil, err
-		}
-	}
-	real, err := filepath.EvalSymlinks(host)
-	if errors.Is(err, os.ErrNotExist) {
-		return source{}, false, nil
-	}
-	if err != nil {
-		return source{}, false, err
-	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return source{}, false, err
-	}
-	return source{path: real, isDir: fi.IsDir(), target: target}, true, nil
-}
-
-// build makes the sandbox's root and pivots into it.
-func build(p Policy) error {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make mounts private: %w", err)
-	}
-	unix.Sethostname([]byte("scrapethis-job"))
-
-	// Every source is resolved while "/" is still the host's.
-	var srcs []source
-	add := func(host, target string, keepLink, required bool) error {
-		s, ok, err := resolve(host, target, keepLink)
-		if err != nil {
-			return err
-		}
-		if !ok && required {
-			return fmt.Errorf("%s does not exist", host)
-		}
-		if ok {
-			srcs = append(srcs, s)
-		}
-		return nil
-	}
-	for _, d := range systemPaths {
-		if err := add(d, d, true, false); err != nil {
-			return err
-		}
-	}
-	for _, e := range etcEntries {
-		if e == "resolv.conf" && p.ResolvConf != "" {
-			continue // written below
-		}
-		matches, _ := filepath.Glob(filepath.Join("/etc", e))
-		for _, m := range matches {
-			if err := add(m, m, false, false); err != nil {
-				return err
-			}
-		}
-	}
-	for _, b := range p.Binds {
-		if err := add(b.Source, b.Target, false, true); err != nil {
-			return fmt.Errorf("bind %s: %w", b.Source, err)
-		}
-	}
-	devs := []string{"null", "zero", "full", "random", "urandom", "tty"}
-
-	// The new root is a small tmpfs, mounted over /tmp for the moment:
-	// pivot_root puts the host's root at /.old, with its /tmp uncovered.
-	if err := unix.Mount("tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4m,mode=0755"); err != nil {
-		return fmt.Errorf("mount root tmpfs: %w", err)
-	}
-	if err := os.Mkdir("/tmp/.old", 0o700); err != nil {
-		return err
-	}
-	if err := unix.PivotRoot("/tmp", "/tmp/.old"); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := os.Chdir("/"); err != nil {
-		return err
-	}
-	for _, s := range srcs {
-		if err := place(s); err != nil {
-			return err
-		}
-	}
-	if err := os.MkdirAll("/etc", 0o755); err != nil {
-		return err
-	}
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nspider:x:%d:%d:spider:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", p.UID, p.GID, p.Dir)
-	group := fmt.Sprintf("root:x:0:\nspider:x:%d:\nnogroup:x:65534:\n", p.GID)
-	if err := os.WriteFile("/etc/passwd", []byte(passwd), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile("/etc/group", []byte(group), 0o644); err != nil {
-		return err
-	}
-	if p.ResolvConf != "" {
-		if err := os.WriteFile("/etc/resolv.conf", []byte(p.ResolvConf), 0o644); err != nil {
-			return err
-		}
-	}
-
-	// A minimal /dev.
-	if err := mkdirMount("tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=0755"); err != nil {
-		return err
-	}
-	for _, d := range devs {
-		t := "/dev/" + d
-		if err := os.WriteFile(t, nil, 0o666); err != nil {
-			return err
-		}
-		if err := unix.Mount("/.old/dev/"+d, t, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", t, err)
-		}
-	}
-	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "shm": "/tmp"} {
-		if err := os.Symlink(target, "/dev/"+name); err != nil {
-			return err
-		}
-	}
-	// Its own /proc: only the processes of this PID namespace.
-	if err := mkdirMount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return err
-	}
-	// The job directory: private, size-limited, the only writable place.
-	opts := fmt.Sprintf("size=%dm,mode=0700,uid=%d,gid=%d", p.Limits.DiskMB, p.UID, p.GID)
-	if err := mkdirMount("tmpfs", p.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return err
-	}
-	jobTmp := filepath.Join(p.Dir, "tmp")
-	if err := os.Mkdir(jobTmp, 0o700); err != nil {
-		return err
-	}
-	if err := os.Chown(jobTmp, p.UID, p.GID); err != nil {
-		return err
-	}
-	if err := mkdirMount(jobTmp, "/tmp", "", unix.MS_BIND, ""); err != nil {
-		return err
-	}
-
-	if err := unix.Unmount("/.old", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach the host's root: %w", err)
-	}
-	if err := os.Remove("/.old"); err != nil {
-		return err
-	}
-	for _, d := range []string{"/dev", "/"} {
-		if err := unix.Mount("", d, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID, ""); err != nil {
-			return fmt.Errorf("make %s read-only: %w", d, err)
-		}
-	}
-	return os.Chdir(p.Dir)
-}
-
-func mkdirMount(src, dst, fstype string, flags uintptr, data string) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	if err := unix.Mount(src, dst, fstype, flags, data); err != nil {
-		return fmt.Errorf("mount %s on %s: %w", fstype+src, dst, err)
-	}
-	return nil
-}
-
-// place recreates a symbolic link, or binds a host path read-only.
-func place(s source) error {
-	if err := os.MkdirAll(filepath.Dir(s.target), 0o755); err != nil {
-		return err
-	}
-	if s.link != "" {
-		return os.Symlink(s.link, s.target)
-	}
-	if s.isDir {
-		if err := os.MkdirAll(s.target, 0o755); err != nil {
-			return err
-		}
-	} else if err := os.WriteFile(s.target, nil, 0o644); err != nil {
-		return err
-	}
-	if err := unix.Mount("/.old"+s.path, s.target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", s.path, err)
-	}
-	if err := unix.Mount("", s.target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("make %s read-only: %w", s.target, err)
-	}
-	return nil
 }
 
 // limit sets the rlimits the spider inherits. RLIMIT_NPROC counts the

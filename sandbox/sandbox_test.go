@@ -50,6 +50,11 @@ func newLauncher(t *testing.T, edit func(*sandbox.Config)) *sandbox.Launcher {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return l
 }
 
@@ -230,6 +235,55 @@ echo mine > /tmp/mine && echo mine > /job/mine2 && echo "tmp ok"
 	}
 }
 
+// TestMountsAreReadOnly: every mount of the sandbox is read-only, nosuid
+// and nodev but the job's own (/job, /tmp) and /proc; /dev's nodes work
+// but nothing there executes.
+func TestMountsAreReadOnly(t *testing.T) {
+	l := newLauncher(t, nil)
+	o := run(t, l, "mounts.sh", `
+cat /proc/self/mountinfo
+echo x > /dev/null && [ "$(head -c 3 /dev/zero | od -An -tx1 | tr -d ' ')" = 000000 ] && echo "DEVICES OK"
+`)
+	if o.res.Err != nil || !strings.Contains(o.stdout, "DEVICES OK") {
+		t.Fatalf("%v:\n%s\n%s", o.res.Err, o.stdout, o.stderr)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(o.stdout, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.Contains(line, " - ") {
+			continue
+		}
+		at, opts := f[4], map[string]bool{}
+		for _, o := range strings.Split(f[5], ",") {
+			opts[o] = true
+		}
+		seen[at] = true
+		want := []string{"ro", "nosuid", "nodev"}
+		switch {
+		case at == "/job" || at == "/tmp" || at == "/proc":
+			want = []string{"rw", "nosuid", "nodev"}
+		case at == "/dev" || strings.HasPrefix(at, "/dev/"):
+			want = []string{"ro", "nosuid"}
+			if opts["nodev"] {
+				t.Errorf("%s is nodev: %s", at, line)
+			}
+			if at == "/dev" && !opts["noexec"] {
+				t.Errorf("/dev is not noexec: %s", line)
+			}
+		}
+		for _, w := range want {
+			if !opts[w] {
+				t.Errorf("%s is not %s: %s", at, w, line)
+			}
+		}
+	}
+	for _, at := range []string{"/", "/usr", "/dev", "/proc", "/job", "/tmp", "/etc/hosts", "/spider/mounts.sh"} {
+		if !seen[at] {
+			t.Errorf("no mount at %s:\n%s", at, o.stdout)
+		}
+	}
+}
+
 func TestProcessLimit(t *testing.T) {
 	l := newLauncher(t, nil)
 	o := run(t, l, "fork.sh", `exec /usr/bin/python3 - <<'EOF'
@@ -302,11 +356,98 @@ exit 0
 	if pids := testenv.ProcessesOf(uid); len(pids) > 0 {
 		t.Fatalf("processes of uid %d left: %v", uid, pids)
 	}
+	// The cgroups are empty (kept for the launcher's next job) or gone;
+	// Close removes them.
 	for _, d := range cgs {
-		if _, err := os.Stat(d); err == nil {
-			t.Errorf("cgroup %s left", d)
+		if procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil && len(bytes.TrimSpace(procs)) > 0 {
+			t.Errorf("cgroup %s still holds %s", d, procs)
 		}
 	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cgs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s left after Close", d)
+		}
+	}
+}
+
+// TestStalePoolsRemoved: a new launcher removes the idle cgroups a dead
+// worker kept for reuse.
+func TestStalePoolsRemoved(t *testing.T) {
+	l := newLauncher(t, nil)
+	o := run(t, l, "noop.sh", "exit 0\n")
+	if o.res.Err != nil {
+		t.Fatal(o.res.Err)
+	}
+	m, path := script(t, "noop2.sh", "exit 0\n")
+	p, err := l.Policy("test-stale", []sandbox.Mount{m}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, err := l.Start(p, sandbox.Command{Path: path, Args: []string{path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgs := proc.Cgroups()
+	proc.Wait()
+	var stale []string
+	for _, d := range cgs {
+		s := filepath.Join(filepath.Dir(d), "pool-999999999-1-00000000-7") // no such pid
+		if err := os.Mkdir(s, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stale = append(stale, s)
+	}
+	newLauncher(t, nil)
+	for _, s := range stale {
+		if _, err := os.Stat(s); err == nil {
+			os.Remove(s)
+			t.Errorf("stale pool cgroup %s left", s)
+		}
+	}
+}
+
+// TestReusedCgroupsTakeNewLimits: a job that gets another job's cgroups
+// gets its own memory limit and OOM count, not the last job's.
+func TestReusedCgroupsTakeNewLimits(t *testing.T) {
+	l := newLauncher(t, nil)
+	runMem := func(memoryMB int, body string) (sandbox.Result, []string) {
+		t.Helper()
+		m, path := script(t, "mem.sh", body)
+		p, err := l.Policy("test-reuse", []sandbox.Mount{m}, memoryMB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proc, err := l.Start(p, sandbox.Command{Path: path, Args: []string{path}, Env: []string{"PATH=/usr/bin:/bin"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cgs := proc.Cgroups()
+		return proc.Wait(), cgs
+	}
+	alloc := func(mib int) string {
+		return fmt.Sprintf("exec /usr/bin/python3 -c 'b = b\"x\" * (%d << 20); print(len(b))'", mib)
+	}
+	// 300 MiB fit under 512; then the same under the default 128 do not;
+	// then 32 MiB fit again, with no OOM kill of their own.
+	big, cg1 := runMem(512, alloc(300))
+	if big.Err != nil || big.OOMKills != 0 {
+		t.Fatalf("300 MiB under 512: %+v", big)
+	}
+	small, cg2 := runMem(0, alloc(300))
+	if !small.MemoryExceeded() || small.OOMKills < 1 {
+		t.Fatalf("300 MiB under 128 after a job with 512: %+v", small)
+	}
+	after, cg3 := runMem(0, alloc(32))
+	if after.Err != nil || after.OOMKills != 0 {
+		t.Fatalf("32 MiB after an OOM-killed job: %+v", after)
+	}
+	if after.MemoryPeak >= 128<<20 {
+		t.Errorf("peak %d MiB: the last job's, not its own", after.MemoryPeak>>20)
+	}
+	t.Logf("cgroups %v %v %v; peaks %d %d %d MiB", cg1, cg2, cg3, big.MemoryPeak>>20, small.MemoryPeak>>20, after.MemoryPeak>>20)
 }
 
 // TestCancelReachesEveryProcess: SIGTERM to the init's group reaches the

@@ -206,6 +206,7 @@ type result struct {
 	stdout, stderr []byte
 	err            error
 	stats          []map[string]any
+	cgroups        []string // a sandboxed run's, as the launcher made them
 }
 
 // execute runs argv in dir to its end, within a bounded time.

@@ -61,6 +61,7 @@ func forkRun(t *testing.T, l *sandbox.Launcher, z *Zygote, p sandbox.Policy, arg
 		errR.Close()
 		return result{err: err}
 	}
+	cgroups := proc.Cgroups()
 	var stdout, stderr bytes.Buffer
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -77,7 +78,7 @@ func forkRun(t *testing.T, l *sandbox.Launcher, z *Zygote, p sandbox.Policy, arg
 		t.Errorf("forked run did not end within a minute")
 	}
 	wg.Wait()
-	out := result{stdout: stdout.Bytes(), stderr: stderr.Bytes(), err: res.Err}
+	out := result{stdout: stdout.Bytes(), stderr: stderr.Bytes(), err: res.Err, cgroups: cgroups}
 	for line := range bytes.Lines(out.stderr) {
 		if raw, ok := ParseStats(line); ok {
 			out.stats = append(out.stats, decodeStats(t, raw))
@@ -261,6 +262,7 @@ func TestZygoteSandboxed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { l.Close() })
 	code := t.TempDir()
 	writeFiles(t, code, map[string]string{"probe.py": `import json, os, resource, sys
 import scrapy
@@ -333,7 +335,13 @@ class Probe(scrapy.Spider):
 	if !seen.RO {
 		t.Error("wrote into its code")
 	}
-	if !strings.Contains(seen.Cgroup, "zygote-test-") {
-		t.Errorf("not in the job's cgroup:\n%s", seen.Cgroup)
+	if len(res.cgroups) == 0 {
+		t.Error("the job has no cgroups")
+	}
+	for _, d := range res.cgroups {
+		// /proc/self/cgroup names it below its hierarchy's mount.
+		if !strings.Contains(seen.Cgroup, "/scrapethis/"+filepath.Base(d)+"\n") {
+			t.Errorf("not in the job's cgroup %s:\n%s", d, seen.Cgroup)
+		}
 	}
 }

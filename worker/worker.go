@@ -142,6 +142,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			w.log.Warn("sandbox cgroups not removed", "err", err)
+		}
+	}()
 	if l.Enabled() {
 		if err := l.Check(ctx); err != nil {
 			return err

@@ -28,10 +28,12 @@ func (b *Benchmarker) sandboxCost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sandbox off: %w", err)
 	}
+	offCPU := b.snapshot(ctx)
 	offRate, err := b.noopRate(ctx, b.sz.CompletionJobs)
 	if err != nil {
 		return fmt.Errorf("sandbox off: %w", err)
 	}
+	offUsed := b.cpuSince(ctx, offCPU)
 
 	b.worker.stop(30 * time.Second)
 	defer func() {
@@ -59,17 +61,20 @@ func (b *Benchmarker) sandboxCost(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sandbox on: %w", err)
 	}
+	onCPU := b.snapshot(ctx)
 	onRate, err := b.noopRate(ctx, b.sz.CompletionJobs)
 	if err != nil {
 		return fmt.Errorf("sandbox on: %w", err)
 	}
+	onUsed := b.cpuSince(ctx, onCPU)
 	on, off := ms(percentile(onRun, 50)), ms(percentile(offRun, 50))
 	b.res.add("sandbox: no-op job run time p50, sandbox on (started -> finished)", on, "ms", ptr(off), false, nil,
 		fmt.Sprintf("%d jobs one at a time, each way; p90 on %.2f ms, off %.2f ms (the baseline: the same worker binary with SCRAPETHIS_SANDBOX=off); init: %s",
 			seq, ms(percentile(onRun, 90)), ms(percentile(offRun, 90)), init))
 	b.res.add("sandbox: per-job overhead p50 (on minus off)", on-off, "ms", nil, false, atMost(10), "")
 	b.res.add("sandbox: no-op jobs/s, sandbox on (POST all -> all final)", onRate, "jobs/s", ptr(offRate), true, ratioAtLeast(0.8),
-		fmt.Sprintf("%d jobs each way, 8 POSTing clients; baseline: the same with SCRAPETHIS_SANDBOX=off", b.sz.CompletionJobs))
+		fmt.Sprintf("%d jobs each way, 8 POSTing clients; baseline: the same with SCRAPETHIS_SANDBOX=off; on: %s; off: %s (spiders: with the sandbox on, the inits and what they run)",
+			b.sz.CompletionJobs, onUsed.perOp(b.sz.CompletionJobs), offUsed.perOp(b.sz.CompletionJobs)))
 	return b.sandboxMemory(ctx)
 }
 
