@@ -76,7 +76,9 @@ BEGIN
     IF ids IS NULL THEN
         RETURN;
     END IF;
-    RETURN QUERY UPDATE jobs SET held = false WHERE id = ANY(ids) AND status = 'pending' AND held RETURNING *;
+    -- By primary key: written as the held-jobs index's predicate, the
+    -- condition would have the planner walk that whole index instead.
+    RETURN QUERY UPDATE jobs SET held = false WHERE id = ANY(ids) AND coalesce(status = 'pending' AND held, false) RETURNING *;
 END $$;
 
 -- scrapethis_start_capped starts a job that a cap may hold back, under its
@@ -144,7 +146,7 @@ BEGIN
         IF b_id IS NOT NULL THEN
             RETURN QUERY UPDATE jobs SET held = true WHERE id = p_id RETURNING *;
             IF b_held THEN
-                RETURN QUERY UPDATE jobs SET held = false WHERE id = b_id AND status = 'pending' AND held RETURNING *;
+                RETURN QUERY UPDATE jobs SET held = false WHERE id = b_id AND coalesce(status = 'pending' AND held, false) RETURNING *;
             END IF;
             RETURN;
         END IF;
