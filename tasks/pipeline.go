@@ -11,7 +11,8 @@ import (
 
 // autoPipeline is a Redis client whose EVALSHA calls (each asynq enqueue
 // is one) made at the same time share one round trip: concurrent calls are
-// coalesced into a pipeline. Every other command goes straight through.
+// coalesced into a pipeline, which ends with a wake (WakeChannel). Every
+// other command goes straight through.
 type autoPipeline struct {
 	redis.UniversalClient
 	evals *batch.Batcher[evalCall, any]
@@ -35,6 +36,9 @@ func newAutoPipeline(c redis.UniversalClient) *autoPipeline {
 		for i, call := range calls {
 			cmds[i] = pipe.EvalSha(ctx, call.sha, call.keys, call.args...)
 		}
+		// After the enqueues, in the same round trip: the workers' Wakers
+		// ask their queues again (see wake.go).
+		pipe.Publish(ctx, WakeChannel, "")
 		pipe.Exec(ctx) // errors are per command, read below
 		out := make([]batch.Result[any], len(calls))
 		for i, cmd := range cmds {

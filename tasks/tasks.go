@@ -132,7 +132,16 @@ func (q *Queuer) Enqueue(ctx context.Context, j scrapethis.Job) error {
 	if err != nil {
 		return fmt.Errorf("enqueue job %s: %w", j.ID, err)
 	}
+	q.wake(ctx)
 	return nil
+}
+
+// wake tells the workers' Wakers that a spider queue has work; a
+// pipelined queuer's pipeline does it with its enqueues.
+func (q *Queuer) wake(ctx context.Context) {
+	if q.pipe == nil {
+		publishWake(ctx, q.rdb)
+	}
 }
 
 // EnsureQueued makes sure a pending job can run: it enqueues the task, and
@@ -151,6 +160,7 @@ func (q *Queuer) EnsureQueued(ctx context.Context, j scrapethis.Job) (bool, erro
 func (q *Queuer) ensure(ctx context.Context, t *asynq.Task, queue, id string) (bool, error) {
 	_, err := q.client.EnqueueContext(ctx, t)
 	if err == nil {
+		q.wake(ctx)
 		return true, nil
 	}
 	if !errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -169,6 +179,7 @@ func (q *Queuer) ensure(ctx context.Context, t *asynq.Task, queue, id string) (b
 	if _, err := q.client.EnqueueContext(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return false, fmt.Errorf("enqueue task %s: %w", id, err)
 	}
+	q.wake(ctx)
 	return true, nil
 }
 
@@ -185,6 +196,7 @@ func (q *Queuer) EnqueueAgain(ctx context.Context, j scrapethis.Job) error {
 	if _, err := q.client.EnqueueContext(ctx, asynq.NewTask(t.Type(), t.Payload(), runOptions(j, id)...)); err != nil {
 		return fmt.Errorf("enqueue job %s again: %w", j.ID, err)
 	}
+	q.wake(ctx)
 	return nil
 }
 

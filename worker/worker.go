@@ -17,6 +17,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/scrapethis/scrapethis"
 	"github.com/scrapethis/scrapethis/archive"
@@ -189,7 +190,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.guard = g
 	defer g.close()
-	srv := asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+	// The spider server polls through a client of its own, whose Waker
+	// answers polls of queues known to be empty from memory.
+	spiderRedis := w.rdb
+	if c, ok := w.rdb.(*redis.Client); ok {
+		waker := tasks.NewWaker()
+		opt := *c.Options()
+		// Redis's maintenance notifications are the main client's.
+		opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+		wc := redis.NewClient(&opt)
+		wc.AddHook(waker)
+		defer wc.Close()
+		wctx, stopWaker := context.WithCancel(context.Background())
+		var wakes sync.WaitGroup
+		wakes.Go(func() { waker.Run(wctx, w.rdb) })
+		defer wakes.Wait()
+		defer stopWaker()
+		spiderRedis = wc
+	}
+	srv := asynq.NewServerFromRedisClient(spiderRedis, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
 		Queues:                   tasks.Queues(),
 		StrictPriority:           true,
