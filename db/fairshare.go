@@ -17,7 +17,9 @@ import (
 // nothing while it waits). Each cap has a queue: held jobs are let go
 // while its queued jobs are fewer than twice its free places (free = cap
 // minus running), so that a slot that frees finds the next job already
-// queued, and a job beyond that is inserted held.
+// queued, and a job beyond that is inserted held. A cap at or above the
+// live workers' slots cannot hold a start back, so its jobs are inserted
+// queued whatever the queue's depth (the start still counts).
 //
 // The caps themselves are decided where the truth is: a job starts only
 // under its user's advisory lock, after counting the running jobs of its
