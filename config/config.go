@@ -179,6 +179,53 @@ func (c Config) PlatformHosts() []string {
 	return hosts
 }
 
+// PlatformPorts are the TCP ports of the platform's Postgres and Redis
+// (DATABASE_URL's, REDIS_URL's, their addr= and host= options', 5432 and
+// 6379 where none is given), which no job may connect to on this host.
+func (c Config) PlatformPorts() []uint16 {
+	var ports []uint16
+	add := func(hostport string, def uint16) {
+		for _, hp := range strings.Split(hostport, ",") {
+			port := def
+			if _, ps, err := net.SplitHostPort(hp); err == nil {
+				if n, err := strconv.ParseUint(ps, 10, 16); err == nil {
+					port = uint16(n)
+				}
+			}
+			if !slices.Contains(ports, port) {
+				ports = append(ports, port)
+			}
+		}
+	}
+	for i, raw := range []string{c.DatabaseURL, c.RedisURL} {
+		def := uint16(5432)
+		if i == 1 {
+			def = 6379
+		}
+		if u, err := url.Parse(raw); err == nil && u.Scheme != "" {
+			add(u.Host, def)
+			for _, k := range []string{"host", "addr"} {
+				for _, v := range u.Query()[k] {
+					add(v, def)
+				}
+			}
+			if v := u.Query().Get("port"); v != "" {
+				add("x:"+v, def)
+			}
+			continue
+		}
+		// Postgres' key=value form.
+		port := strconv.Itoa(int(def))
+		for _, f := range strings.Fields(raw) {
+			if v, ok := strings.CutPrefix(f, "port="); ok {
+				port = strings.Trim(v, "'")
+			}
+		}
+		add("x:"+port, def)
+	}
+	return ports
+}
+
 // Load reads the configuration through getenv.
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}

@@ -142,3 +142,17 @@ func TestPlatformHosts(t *testing.T) {
 		}
 	}
 }
+
+func TestPlatformPorts(t *testing.T) {
+	for _, tc := range []struct{ db, redis, want string }{
+		{"postgres://postgres@127.0.0.1:5432/scrapethis?sslmode=disable", "redis://127.0.0.1:6379/0", "[5432 6379]"},
+		{"postgres://u:p@db.internal,db2:5433/x", "redis-sentinel://s1:26379/0?master_name=m&addr=s2:26380", "[5432 5433 26379 26380]"},
+		{"host=/var/run/postgresql dbname=x port=6000", "redis-cluster://[fd00::5]:7000?addr=10.0.0.7:7001", "[6000 7000 7001]"},
+		{"postgres://db/x?port=5544", "rediss://:secret@cache/1", "[5432 5544 6379]"},
+	} {
+		got := fmt.Sprint(config.Config{DatabaseURL: tc.db, RedisURL: tc.redis}.PlatformPorts())
+		if got != tc.want {
+			t.Errorf("%s %s: %s, want %s", tc.db, tc.redis, got, tc.want)
+		}
+	}
+}

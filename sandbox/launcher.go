@@ -58,6 +58,11 @@ func NewLauncher(cfg Config) (*Launcher, error) {
 			return nil, fmt.Errorf("%w; set SCRAPETHIS_SANDBOX_NETWORK=host to share the host's network", err)
 		}
 	}
+	if cfg.Network == NetworkHost && (len(cfg.PlatformPorts) > 0 || len(cfg.NetworkDeny) > 0) {
+		if err := guardPlatform(cfg, l.uids.dir); err != nil {
+			return nil, fmt.Errorf("%w; the sandbox cannot keep jobs from the platform's Postgres and Redis", err)
+		}
+	}
 	if l.root, err = systemRoot(); err != nil {
 		return nil, fmt.Errorf("the spider sandbox cannot find the system directories: %w", err)
 	}

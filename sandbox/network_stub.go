@@ -19,3 +19,5 @@ func setupHostNetwork(Config, string, *slog.Logger) (*hostNetwork, error) {
 func (*hostNetwork) setupJobNetwork(int, int) (*jobNet, error) { return nil, errNoHostNetwork }
 
 func (*jobNet) remove() error { return nil }
+
+func guardPlatform(Config, string) error { return errNoHostNetwork }

@@ -74,6 +74,11 @@ type Config struct {
 	NetworkRange netip.Prefix
 	NetworkDeny  []netip.Prefix
 	DNS          []netip.Addr
+	// PlatformPorts are the TCP ports of the platform's Postgres and
+	// Redis. With the host's network, jobs cannot connect to them on any
+	// address of this host, nor to NetworkDeny's prefixes but loopback
+	// (see guard_host.go).
+	PlatformPorts []uint16
 	// Log receives the launcher's notes (IPv4 forwarding turned on, no
 	// DNS for isolated jobs); nil is slog.Default().
 	Log *slog.Logger

@@ -398,10 +398,14 @@ func withSandbox(c worker.Config, cfg config.Config) worker.Config {
 		Defaults: sandbox.Limits{MemoryMB: s.MemoryMB, DiskMB: s.DiskMB, Procs: s.Procs,
 			NoFile: s.NoFile, CPUSeconds: s.CPUSeconds},
 	}
+	// In either network mode, jobs may not reach the platform's Postgres
+	// and Redis: the isolated network denies their addresses, the host's
+	// denies their ports on this host's addresses and their remote ones.
+	c.Sandbox.NetworkDeny = append(platformPrefixes(cfg.PlatformHosts()), s.NetworkDeny...)
+	c.Sandbox.PlatformPorts = cfg.PlatformPorts()
 	if s.Network == string(sandbox.NetworkIsolated) {
 		c.Sandbox.NetworkRange = s.NetworkRange
 		c.Sandbox.DNS = s.DNS
-		c.Sandbox.NetworkDeny = append(platformPrefixes(cfg.PlatformHosts()), s.NetworkDeny...)
 	}
 	if exe, err := os.Executable(); err == nil {
 		c.Sandbox.InitArgv = initArgv(exe)
