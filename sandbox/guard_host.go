@@ -23,7 +23,6 @@ import (
 	"strconv"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -58,11 +57,14 @@ func guardPlatform(cfg Config, lockDir string) error {
 				}
 			}
 		}
+		// A range compares bytes in order: the uid, in host byte order,
+		// goes to network order first (as nft itself does).
 		uids := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 			&expr.Range{Op: expr.CmpOpEq, Register: 1,
-				FromData: binaryutil.NativeEndian.PutUint32(uint32(cfg.UIDFirst)),
-				ToData:   binaryutil.NativeEndian.PutUint32(uint32(cfg.UIDLast))},
+				FromData: binary.BigEndian.AppendUint32(nil, uint32(cfg.UIDFirst)),
+				ToData:   binary.BigEndian.AppendUint32(nil, uint32(cfg.UIDLast))},
 		}
 		add := func(exprs ...[]expr.Any) {
 			var all []expr.Any
