@@ -198,22 +198,37 @@ func (wi *warmInit) send(msg []byte, fds []int) error {
 	return unix.Sendmsg(wi.sock, msg, oob, nil, 0)
 }
 
-// recv is the init's next message; io.EOF-like errWarmGone when it is
-// gone.
+// recv is the init's next message; errWarmGone when it is gone.
 func (wi *warmInit) recv() (string, error) {
+	msg, _, err := wi.recvCreds()
+	return msg, err
+}
+
+// recvCreds is the init's next message and the pid of its credentials
+// (SO_PASSCRED), as this process sees it: 0 if none.
+func (wi *warmInit) recvCreds() (string, int, error) {
 	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
-		n, _, _, _, err := unix.Recvmsg(wi.sock, buf, nil, 0)
+		n, oobn, _, _, err := unix.Recvmsg(wi.sock, buf, oob, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("%w: %v", errWarmGone, err)
+			return "", 0, fmt.Errorf("%w: %v", errWarmGone, err)
 		}
 		if n == 0 {
-			return "", errWarmGone
+			return "", 0, errWarmGone
 		}
-		return string(buf[:n]), nil
+		pid := 0
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if c, err := unix.ParseUnixCredentials(&m); err == nil {
+					pid = int(c.Pid)
+				}
+			}
+		}
+		return string(buf[:n]), pid, nil
 	}
 }
 
@@ -244,6 +259,10 @@ func (l *Launcher) startWarm() (*warmInit, error) {
 		return nil, fmt.Errorf("start warm init: %w", err)
 	}
 	wi := &warmInit{cmd: cmd, sock: fds[0]}
+	if err := unix.SetsockoptInt(wi.sock, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		wi.retire()
+		return nil, fmt.Errorf("warm init socket: %w", err)
+	}
 	base := Policy{Name: "warm", Network: NetworkHost, Limits: l.cfg.Defaults, Dir: JobDir}
 	for _, b := range l.cfg.Binds {
 		base.Binds = append(base.Binds, Mount{Source: b, Target: b})
@@ -404,7 +423,7 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, 
 	if err != nil {
 		return fail(fmt.Errorf("%w: send the job: %v", errWarmGone, err))
 	}
-	msg, err := wi.recv()
+	msg, credPid, err := wi.recvCreds()
 	if err != nil {
 		return fail(err)
 	}
@@ -417,8 +436,11 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, 
 	}
 	pid := 0
 	if ns, _ := strconv.Atoi(nsText); ns > 0 {
-		if pid = hostPid(wi.cmd.Process.Pid, ns); pid == 0 {
-			return fail(fmt.Errorf("sandbox: the spider (pid %d in its sandbox) is not the init's child", ns))
+		// The kernel translated the pid of the message's credentials;
+		// the init may not be trusted more than the spider, so the pid
+		// must be the init's child.
+		if pid = credPid; pid <= 0 || !childOf(pid, wi.cmd.Process.Pid) {
+			return fail(fmt.Errorf("sandbox: the spider (pid %d in its sandbox, %d here) is not the init's child", ns, pid))
 		}
 	}
 	if err := wi.send([]byte("go"), nil); err != nil {
@@ -428,32 +450,18 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, 
 	return &Process{policy: p, cg: cg, warm: wi, warmPid: pid, pool: l.warm}, nil
 }
 
-// hostPid is the pid, as the launcher sees it, of the init's child whose
-// pid in the sandbox is ns (a zombie until the init is told to go on).
-func hostPid(init, ns int) int {
-	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(init) + "/task/*/children")
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil {
-				continue
-			}
-			st, err := os.ReadFile("/proc/" + f + "/status")
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(st), "\n") {
-				if rest, ok := strings.CutPrefix(line, "NSpid:"); ok {
-					ids := strings.Fields(rest)
-					if len(ids) > 1 && ids[len(ids)-1] == strconv.Itoa(ns) {
-						return pid
-					}
-				}
-			}
-		}
+// childOf reports whether pid's parent is ppid.
+func childOf(pid, ppid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
 	}
-	return 0
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(b[i+1:])) // state ppid ...
+	return len(f) > 1 && f[1] == strconv.Itoa(ppid)
 }
 
 // waitWarm waits for a warm job: its report, then the init's word that

@@ -91,9 +91,11 @@ func runWarm(sock int) int {
 	if err := lockDown(); err != nil {
 		return fail("drop privileges", err)
 	}
-	base, err := mountCount()
+	// Each job's mounts are made in a copy of this mount namespace (see
+	// setUpJob), which goes with the job: this one stays as built.
+	base, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fail("mounts", err)
+		return fail("mount namespace", err)
 	}
 	if !send("ready") {
 		return 125
@@ -197,6 +199,9 @@ func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any
 	}
 	if err := cmd.Start(); err != nil {
 		// As the cold init: the job ran and failed to start.
+		if stderr != nil {
+			fmt.Fprintln(stderr, "[sandbox] start failed:", err)
+		}
 		if !send("started 0") {
 			return false, "socket"
 		}
@@ -207,7 +212,10 @@ func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any
 		return true, ""
 	}
 	spider := cmd.Process.Pid
-	if !send("started %d", spider) || !awaitGo(sock) {
+	// The spider's pid with the message's credentials: the kernel gives
+	// the launcher its pid in the launcher's PID namespace.
+	creds := unix.UnixCredentials(&unix.Ucred{Pid: int32(spider)})
+	if unix.Sendmsg(sock, []byte("started "+strconv.Itoa(spider)), creds, nil, 0) != nil || !awaitGo(sock) {
 		return false, "socket"
 	}
 	for {
@@ -242,6 +250,13 @@ func awaitGo(sock int) bool {
 // code moved to /spider (a fresh read-only tmpfs) from the detached
 // mounts the launcher made.
 func setUpJob(p Policy, trees []warmTree, files []*os.File) error {
+	// A mount namespace for the job, copied from the warm one, for this
+	// thread (the spider is forked from it): every mount below is made
+	// there, and goes when the job's last process and this thread have
+	// left it (cleanUp).
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("job mount namespace: %w", err)
+	}
 	if err := limit(p.Limits); err != nil {
 		return fmt.Errorf("set limits: %w", err)
 	}
@@ -305,17 +320,15 @@ func setUpJob(p Policy, trees []warmTree, files []*os.File) error {
 	return nil
 }
 
-// jobMounts are the mount points a job's own mounts stack on, the last
-// first.
-var jobMounts = []string{"/etc/passwd", "/etc/group", CodeDir, "/tmp", JobDir}
-
 // cleanUp ends what is left of a job: every process of the namespace but
-// this init is killed and reaped, the job's mounts go, and the sandbox
-// must then be as it was built. A non-empty answer says why it is not (the
-// init retires).
+// this init is killed and reaped, and the init goes back to the warm mount
+// namespace base, which the job never touched. A non-empty answer says
+// why the sandbox is not as built (the init retires).
 func cleanUp(base int) string {
-	unix.Kill(-1, unix.SIGKILL)
 	for {
+		// Again after every reap: a process forked while the last kill
+		// went round is caught by the next.
+		unix.Kill(-1, unix.SIGKILL)
 		var ws unix.WaitStatus
 		_, err := unix.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, unix.EINTR) {
@@ -337,24 +350,15 @@ func cleanUp(base int) string {
 			return "process " + e.Name() + " outlived its job"
 		}
 	}
-	if err := unix.Chdir("/"); err != nil {
-		return "chdir: " + err.Error()
+	// Back to the warm mount namespace (root and cwd its root): the
+	// job's, with all its mounts, is freed as this thread leaves it.
+	if err := unix.Setns(base, unix.CLONE_NEWNS); err != nil {
+		return "back to the warm mount namespace: " + err.Error()
 	}
-	for _, m := range jobMounts {
-		for unix.Unmount(m, unix.MNT_DETACH) == nil {
+	for _, d := range []string{JobDir, CodeDir, "/tmp"} {
+		if ents, err := os.ReadDir(d); err != nil || len(ents) > 0 {
+			return fmt.Sprintf("%s is not as built (%d entries, %v)", d, len(ents), err)
 		}
 	}
-	if n, err := mountCount(); err != nil || n != base {
-		return fmt.Sprintf("%d mounts left, %d when built (%v)", n, base, err)
-	}
 	return ""
-}
-
-// mountCount is the number of mounts of this mount namespace.
-func mountCount() (int, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return 0, err
-	}
-	return strings.Count(string(data), "\n"), nil
 }
