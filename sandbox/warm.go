@@ -481,7 +481,9 @@ func (p *Process) waitWarm() Result {
 		switch {
 		case err != nil:
 		case msg == "clean":
-			clean = p.cg.moveTo(wi.cmd.Process.Pid, p.pool.home) == nil
+			// The init out of the job's cgroups, no process of the job
+			// may be left in them.
+			clean = p.cg.moveTo(wi.cmd.Process.Pid, p.pool.home) == nil && p.cg.empty()
 		default:
 			p.pool.log.Warn("sandbox: a warm init retired", "why", strings.TrimPrefix(msg, "retire "))
 		}
