@@ -48,8 +48,10 @@ import (
 const warmSpares = 2
 
 // warmMaxIdle bounds the idle inits: those the filler started and those
-// that came back from a job.
-const warmMaxIdle = 2 * warmSpares
+// that came back from a job. Up to it, as many stay as jobs have run at
+// once, plus warmSpares: a burst of jobs that ends gives its inits to the
+// next burst rather than retiring them for new ones.
+const warmMaxIdle = 32
 
 // warmMaxJobs is how many jobs one warm init runs before it retires.
 const warmMaxJobs = 64
@@ -62,6 +64,9 @@ type warmInit struct {
 	cmd  *exec.Cmd
 	sock int // the launcher's end of the SOCK_SEQPACKET pair
 	jobs int
+	// retired: killed and reaped, with waitErr (see retire).
+	retired bool
+	waitErr error
 }
 
 // warmPool keeps up to warmSpares idle inits; its filler goroutine starts
@@ -73,6 +78,8 @@ type warmPool struct {
 
 	mu     sync.Mutex
 	idle   []*warmInit
+	busy   int // inits running a job
+	peak   int // the most busy at once so far
 	closed bool
 	kick   chan struct{}
 	stop   chan struct{}
@@ -143,6 +150,8 @@ func (w *warmPool) take() *warmInit {
 	}
 	wi := w.idle[len(w.idle)-1]
 	w.idle = w.idle[:len(w.idle)-1]
+	w.busy++
+	w.peak = max(w.peak, w.busy)
 	select {
 	case w.kick <- struct{}{}:
 	default:
@@ -150,11 +159,24 @@ func (w *warmPool) take() *warmInit {
 	return wi
 }
 
-// put makes an init idle again (on top: the next job takes it, and the
-// filler need not start one), or retires it.
+// giveBack takes back an init that take gave: idle again if the job left it
+// clean, else retired.
+func (w *warmPool) giveBack(wi *warmInit, clean bool) {
+	w.mu.Lock()
+	w.busy--
+	w.mu.Unlock()
+	if !clean {
+		wi.retire()
+		return
+	}
+	w.put(wi)
+}
+
+// put makes an init idle (on top: the next job takes it, and the filler
+// need not start one), or retires it.
 func (w *warmPool) put(wi *warmInit) {
 	w.mu.Lock()
-	if w.closed || wi.jobs >= warmMaxJobs || len(w.idle) >= warmMaxIdle {
+	if w.closed || wi.jobs >= warmMaxJobs || len(w.idle) >= min(warmSpares+w.peak, warmMaxIdle) {
 		w.mu.Unlock()
 		wi.retire()
 		return
@@ -182,11 +204,16 @@ func (w *warmPool) close() {
 	}
 }
 
-// retire kills the init (and with it its namespace) and reaps it.
+// retire kills the init (and with it its namespace) and reaps it, once:
+// again, it returns the same.
 func (wi *warmInit) retire() error {
-	unix.Close(wi.sock)
-	wi.cmd.Process.Kill()
-	return wi.cmd.Wait()
+	if !wi.retired {
+		wi.retired = true
+		unix.Close(wi.sock)
+		wi.cmd.Process.Kill()
+		wi.waitErr = wi.cmd.Wait()
+	}
+	return wi.waitErr
 }
 
 // send sends a message with fds.
@@ -373,7 +400,14 @@ func (l *Launcher) startWarmJob(p Policy, c Command) (proc *Process, ok bool, er
 	if wi == nil {
 		return nil, false, nil
 	}
+	used := false
+	defer func() {
+		if !used { // no uid or cgroups for the job: the init is as it was
+			l.warm.giveBack(wi, true)
+		}
+	}()
 	proc, err = l.sandboxed(p, func(p Policy, cg *jobCgroup) (*Process, error) {
+		used = true
 		proc, err := l.runWarmJob(wi, p, c, cg, code)
 		if errors.Is(err, errWarmGone) {
 			return l.startInit(p, c, cg) // it died idle: nothing of the job ran
@@ -386,7 +420,7 @@ func (l *Launcher) startWarmJob(p Policy, c Command) (proc *Process, ok bool, er
 // runWarmJob hands the job to wi, which the job's cgroups hold first.
 func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, code []Mount) (*Process, error) {
 	fail := func(err error) (*Process, error) {
-		wi.retire()
+		l.warm.giveBack(wi, false)
 		return nil, err
 	}
 	if err := cg.join(wi.cmd.Process.Pid); err != nil {
@@ -487,17 +521,12 @@ func (p *Process) waitWarm() Result {
 		default:
 			p.pool.log.Warn("sandbox: a warm init retired", "why", strings.TrimPrefix(msg, "retire "))
 		}
-		if !clean {
-			wi.retire()
-		}
 	}
 	res.OOMKills = p.cg.oomKills()
 	res.MemoryPeak = p.cg.memoryPeak()
 	if err := p.cg.release(res.OOMKills); err != nil && res.Err == nil {
 		res.Err = err
 	}
-	if clean {
-		p.pool.put(wi)
-	}
+	p.pool.giveBack(wi, clean)
 	return res
 }
