@@ -269,10 +269,14 @@ func (l *Launcher) startWarm() (*warmInit, error) {
 	}
 	child := os.NewFile(uintptr(fds[1]), "warm")
 	cmd := &exec.Cmd{
-		Path:       l.cfg.InitArgv[0],
-		Args:       l.cfg.InitArgv,
-		Env:        []string{"GOMAXPROCS=1"}, // as startInitRequest: nothing of the worker's
-		ExtraFiles: []*os.File{child},        // fd 3
+		Path: l.cfg.InitArgv[0],
+		Args: l.cfg.InitArgv,
+		// Nothing of the worker's, as startInitRequest. Two Ps: with one,
+		// every blocking syscall of the init (and it mostly waits) has
+		// sysmon take the P back and poll every 20us for a while after;
+		// the second P's start-up is paid once per warmMaxJobs jobs.
+		Env:        []string{"GOMAXPROCS=2"},
+		ExtraFiles: []*os.File{child}, // fd 3
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
 			Setpgid:    true,

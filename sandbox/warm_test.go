@@ -137,7 +137,7 @@ func checkEnviron(t *testing.T, pid int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Trim(string(env), "\x00"); got != "GOMAXPROCS=1" {
+	if got := strings.Trim(string(env), "\x00"); got != "GOMAXPROCS=2" {
 		t.Errorf("warm init %d's environment: %q", pid, got)
 	}
 }
