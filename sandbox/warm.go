@@ -102,17 +102,30 @@ func newWarmPool(l *Launcher, log *slog.Logger) (*warmPool, error) {
 		return nil, err
 	}
 	w := &warmPool{l: l, log: log, home: home, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go w.fill()
+	// The first init is started before the launcher is used, so that the
+	// first job is warm too; if it cannot start, no job will be.
+	first := make(chan error, 1)
+	go w.fill(first)
+	if err := <-first; err != nil {
+		w.close()
+		return nil, err
+	}
 	return w, nil
 }
 
 // fill keeps warmSpares idle inits, until close. It starts them from one
 // locked thread: an init's parent-death signal follows the thread that
 // forked it, and this one lives until close.
-func (w *warmPool) fill() {
+func (w *warmPool) fill(first chan<- error) {
 	defer close(w.done)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	wi, err := w.l.startWarm()
+	first <- err
+	if err != nil {
+		return
+	}
+	w.put(wi)
 	for {
 		w.mu.Lock()
 		need := !w.closed && len(w.idle) < warmSpares
