@@ -59,6 +59,7 @@ type Config struct {
 // worker builds its policy from them (see package sandbox).
 type Sandbox struct {
 	Enabled           bool   // SCRAPETHIS_SANDBOX: on unless "off"
+	Warm              bool   // SCRAPETHIS_SANDBOX_WARM: reused warm sandboxes, on unless "off"
 	UIDFirst, UIDLast int    // SCRAPETHIS_SANDBOX_UIDS "FIRST-LAST"
 	Network           string // SCRAPETHIS_SANDBOX_NETWORK: host or isolated
 	// The isolated network: SCRAPETHIS_SANDBOX_NETWORK_RANGE (the jobs'
@@ -85,6 +86,13 @@ func (p *parser) sandbox() Sandbox {
 		s.Enabled = false
 	default:
 		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX must be on or off")
+	}
+	switch v := strings.ToLower(p.str("SCRAPETHIS_SANDBOX_WARM", "on")); v {
+	case "on", "true", "1", "yes":
+		s.Warm = true
+	case "off", "false", "0", "no":
+	default:
+		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_WARM must be on or off")
 	}
 	if s.Network != "host" && s.Network != "isolated" {
 		p.errs = append(p.errs, "SCRAPETHIS_SANDBOX_NETWORK must be host or isolated")

@@ -75,21 +75,22 @@ func TestSandbox(t *testing.T) {
 		MemoryMB: 1024, MemoryMaxMB: 4096, DiskMB: 1024, Procs: 512, NoFile: 1024, CPUSeconds: 86400}
 	if s := c.Sandbox; s.Enabled != want.Enabled || s.UIDFirst != want.UIDFirst || s.UIDLast != want.UIDLast ||
 		s.Network != want.Network || s.MemoryMB != want.MemoryMB || s.MemoryMaxMB != want.MemoryMaxMB ||
-		s.DiskMB != want.DiskMB || s.Procs != want.Procs || s.NoFile != want.NoFile || s.CPUSeconds != want.CPUSeconds || len(s.Binds) != 0 {
+		s.DiskMB != want.DiskMB || s.Procs != want.Procs || s.NoFile != want.NoFile || s.CPUSeconds != want.CPUSeconds || len(s.Binds) != 0 || !s.Warm {
 		t.Fatalf("sandbox defaults %+v", s)
 	}
 	c, err = config.Load(env(map[string]string{
-		"SCRAPETHIS_SANDBOX": "off", "SCRAPETHIS_SANDBOX_UIDS": "300000-300009",
+		"SCRAPETHIS_SANDBOX": "off", "SCRAPETHIS_SANDBOX_UIDS": "300000-300009", "SCRAPETHIS_SANDBOX_WARM": "off",
 		"SCRAPETHIS_JOB_MEMORY_MB": "256", "SCRAPETHIS_SANDBOX_BINDS": "/opt/venv:/srv/data",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Sandbox; s.Enabled || s.UIDFirst != 300000 || s.UIDLast != 300009 || s.MemoryMB != 256 || len(s.Binds) != 2 {
+	if s := c.Sandbox; s.Enabled || s.Warm || s.UIDFirst != 300000 || s.UIDLast != 300009 || s.MemoryMB != 256 || len(s.Binds) != 2 {
 		t.Fatalf("sandbox %+v", s)
 	}
 	for k, v := range map[string]string{
 		"SCRAPETHIS_SANDBOX":           "maybe",
+		"SCRAPETHIS_SANDBOX_WARM":      "sometimes",
 		"SCRAPETHIS_SANDBOX_UIDS":      "0-100",
 		"SCRAPETHIS_SANDBOX_NETWORK":   "bridge",
 		"SCRAPETHIS_JOB_MEMORY_MAX_MB": "10",

@@ -418,3 +418,36 @@ func (j *jobCgroup) remove() error {
 	}
 	return errors.Join(errs...)
 }
+
+// home is the worker's own cgroups (the memory and pids ones on v1), where
+// idle warm inits live.
+func (c *cgroups) home() ([]string, error) {
+	own, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if c.v2 {
+		out = []string{parentDir(cgroupRoot, own[""])}
+	} else {
+		for _, ctl := range []string{"memory", "pids"} {
+			out = append(out, parentDir(filepath.Join(cgroupRoot, ctl), own[ctl]))
+		}
+	}
+	for _, d := range out {
+		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
+			return nil, fmt.Errorf("the worker's own cgroup: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// moveTo moves pid out of the job's cgroups into dirs (home's).
+func (j *jobCgroup) moveTo(pid int, dirs []string) error {
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("move to cgroup %s: %w", d, err)
+		}
+	}
+	return nil
+}

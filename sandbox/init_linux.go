@@ -43,6 +43,9 @@ func RunInit() int {
 	// bounding set), and the spider is forked from it.
 	runtime.LockOSThread()
 	syscall.CloseOnExec(policyFD)
+	if isSocket(policyFD) {
+		return runWarm(policyFD) // a warm init (see warm.go)
+	}
 	syscall.CloseOnExec(statusFD)
 	status := os.NewFile(statusFD, "status")
 	report := func(format string, args ...any) {

@@ -23,6 +23,7 @@ type Launcher struct {
 	net  *hostNetwork // the isolated network; nil for the host's
 	// root: the system part of every sandbox's root, resolved once.
 	root []source
+	warm *warmPool // nil unless Config.Warm (and the host's network)
 }
 
 // NewLauncher checks cfg and prepares what the sandbox needs (uid locks,
@@ -66,15 +67,27 @@ func NewLauncher(cfg Config) (*Launcher, error) {
 	if l.root, err = systemRoot(); err != nil {
 		return nil, fmt.Errorf("the spider sandbox cannot find the system directories: %w", err)
 	}
+	if cfg.Warm && l.net == nil {
+		log := cfg.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		if l.warm, err = newWarmPool(l, log); err != nil {
+			log.Warn("sandbox: no warm sandboxes here; every job starts its own init", "err", err)
+		}
+	}
 	return l, nil
 }
 
-// Close removes what the launcher keeps between jobs (its idle cgroups);
-// cgroups of running jobs go when their jobs end. Starting more after
-// Close works, without reuse.
+// Close removes what the launcher keeps between jobs (its idle cgroups and
+// warm inits); cgroups and inits of running jobs go when their jobs end.
+// Starting more after Close works, without reuse.
 func (l *Launcher) Close() error {
 	if l.cg == nil {
 		return nil
+	}
+	if l.warm != nil {
+		l.warm.close()
 	}
 	return l.cg.close()
 }
@@ -124,6 +137,12 @@ type Process struct {
 	forked      int
 	policyW     *os.File
 	statusLines *bufio.Reader
+
+	// Warm (see warm.go): the init that runs the job, the spider's pid
+	// (its process group's), and the pool the init goes back to.
+	warm    *warmInit
+	warmPid int
+	pool    *warmPool
 }
 
 // Start starts c under p. With the sandbox on, it takes a uid for the job,
@@ -133,6 +152,9 @@ type Process struct {
 func (l *Launcher) Start(p Policy, c Command) (*Process, error) {
 	if !l.cfg.Enabled {
 		return l.startDirect(c)
+	}
+	if proc, ok, err := l.startWarmJob(p, c); ok {
+		return proc, err
 	}
 	return l.sandboxed(p, func(p Policy, cg *jobCgroup) (*Process, error) { return l.startInit(p, c, cg) })
 }
@@ -291,6 +313,9 @@ func (l *Launcher) startDirect(c Command) (*Process, error) {
 // and SIGINT to the whole sandbox, and whose death kills it), or the
 // spider's own with the sandbox off.
 func (p *Process) Pid() int {
+	if p.warm != nil {
+		return p.warmPid
+	}
 	if p.cmd == nil {
 		return p.forked
 	}
@@ -313,6 +338,10 @@ func (p *Process) Pids() []int {
 // Forked reports whether the process was forked from a warm parent (see
 // StartForked), and its pid.
 func (p *Process) Forked() (int, bool) { return p.forked, p.forked > 0 }
+
+// Warm reports whether the process runs in a warm, reused sandbox (see
+// Config.Warm).
+func (p *Process) Warm() bool { return p.warm != nil }
 
 // UID is the uid the job runs as (0 with the sandbox off).
 func (p *Process) UID() int { return p.policy.UID }
@@ -368,6 +397,9 @@ func (e *ExitError) Sys() any { return e.Status }
 func (p *Process) Wait() Result {
 	if p.forked > 0 {
 		return p.waitForked()
+	}
+	if p.warm != nil {
+		return p.waitWarm()
 	}
 	waitErr := p.cmd.Wait()
 	if p.cg == nil {

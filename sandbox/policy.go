@@ -79,6 +79,9 @@ type Config struct {
 	// address of this host, nor to NetworkDeny's prefixes but loopback
 	// (see guard_host.go).
 	PlatformPorts []uint16
+	// Warm keeps spare sandboxes built ahead and reuses each across jobs
+	// (see warm.go); jobs it cannot serve start their own init.
+	Warm bool
 	// Log receives the launcher's notes (IPv4 forwarding turned on, no
 	// DNS for isolated jobs); nil is slog.Default().
 	Log *slog.Logger
@@ -93,6 +96,7 @@ func DefaultConfig() Config {
 		UIDFirst:    200000,
 		UIDLast:     200999,
 		Network:     NetworkHost,
+		Warm:        true,
 		Defaults:    Limits{MemoryMB: 1024, DiskMB: 1024, Procs: 512, NoFile: 1024, CPUSeconds: 86400},
 		MaxMemoryMB: 4096,
 	}

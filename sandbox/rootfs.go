@@ -102,7 +102,12 @@ func resolve(host, target string, keepLink bool) (source, bool, error) {
 // build makes the sandbox's root from system (the launcher's systemRoot)
 // and the policy, and pivots into it. Everything but /job, /tmp and /proc
 // is read-only, nosuid and nodev (/dev: its nodes work, nothing executes).
-func build(p Policy, system []source) error {
+func build(p Policy, system []source) error { return buildRoot(p, system, false) }
+
+// buildRoot builds the root; warm, only its system part: mount points
+// instead of the job directory, /tmp, /spider and the passwd and group
+// files, which every job of a warm init gets afresh (see setUpJob).
+func buildRoot(p Policy, system []source, warm bool) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
@@ -150,13 +155,16 @@ func build(p Policy, system []source) error {
 			return err
 		}
 	}
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nspider:x:%d:%d:spider:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", p.UID, p.GID, p.Dir)
-	group := fmt.Sprintf("root:x:0:\nspider:x:%d:\nnogroup:x:65534:\n", p.GID)
-	if err := b.writeFile("/etc/passwd", passwd); err != nil {
-		return err
-	}
-	if err := b.writeFile("/etc/group", group); err != nil {
-		return err
+	for _, f := range []struct{ path, content string }{{"/etc/passwd", passwdFor(p)}, {"/etc/group", groupFor(p)}} {
+		var err error
+		if warm {
+			err = b.mkfile(f.path)
+		} else {
+			err = b.writeFile(f.path, f.content)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if p.ResolvConf != "" {
 		if err := b.writeFile("/etc/resolv.conf", p.ResolvConf); err != nil {
@@ -164,7 +172,11 @@ func build(p Policy, system []source) error {
 		}
 	}
 	// Mount points of what stays writable, made while "/" still is.
-	for _, d := range []string{"/dev", "/proc", p.Dir, "/tmp"} {
+	points := []string{"/dev", "/proc", p.Dir, "/tmp"}
+	if warm {
+		points = append(points, CodeDir)
+	}
+	for _, d := range points {
 		if err := b.mkdirs(d); err != nil {
 			return err
 		}
@@ -207,6 +219,23 @@ func build(p Policy, system []source) error {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	if warm {
+		return unix.Chdir("/")
+	}
+	return jobDir(p)
+}
+
+// passwdFor and groupFor are the sandbox's /etc/passwd and /etc/group.
+func passwdFor(p Policy) string {
+	return fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nspider:x:%d:%d:spider:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", p.UID, p.GID, p.Dir)
+}
+
+func groupFor(p Policy) string {
+	return fmt.Sprintf("root:x:0:\nspider:x:%d:\nnogroup:x:65534:\n", p.GID)
+}
+
+// jobDir mounts the job directory and its tmp/ at /tmp, and goes there.
+func jobDir(p Policy) error {
 	// The job directory: private, size-limited, the only writable place.
 	opts := fmt.Sprintf("size=%dm,mode=0700,uid=%d,gid=%d", p.Limits.DiskMB, p.UID, p.GID)
 	if err := unix.Mount("tmpfs", p.Dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {

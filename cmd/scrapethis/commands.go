@@ -390,6 +390,7 @@ func withSandbox(c worker.Config, cfg config.Config) worker.Config {
 	s := cfg.Sandbox
 	c.Sandbox = sandbox.Config{
 		Enabled:     s.Enabled,
+		Warm:        s.Warm,
 		UIDFirst:    s.UIDFirst,
 		UIDLast:     s.UIDLast,
 		Network:     sandbox.Network(s.Network),

@@ -1,0 +1,174 @@
+package sandbox_test
+
+import (
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/scrapethis/scrapethis/internal/testenv"
+	"github.com/scrapethis/scrapethis/sandbox"
+)
+
+// refuseRoot starts every hostile script: it must never act as root.
+const refuseRoot = `[ "$(id -u)" = 0 ] && exit 99
+`
+
+// warmLauncher is a launcher with warm sandboxes and one job run warm.
+func warmLauncher(t *testing.T) *sandbox.Launcher {
+	t.Helper()
+	l := newLauncher(t, func(c *sandbox.Config) { c.Warm = true })
+	for i := 0; ; i++ {
+		proc, wait := start(t, l, "warmup.sh", "exit 0\n")
+		warm := proc.Warm()
+		if o := wait(); o.res.Err != nil {
+			t.Fatalf("warm-up: %v: %s", o.res.Err, o.stderr)
+		}
+		if warm {
+			return l
+		}
+		if i == 200 {
+			t.Fatal("no job ran in a warm sandbox")
+		}
+	}
+}
+
+// startOn starts the script until it runs in the warm init initPID as a
+// uid other than notUID (bounded), and waits for it.
+func runOn(t *testing.T, l *sandbox.Launcher, initPID, notUID int, name, body string, env ...string) (output, int) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		if !sandbox.PreferWarmInit(l, initPID) {
+			t.Fatalf("warm init %d is not idle", initPID)
+		}
+		proc, wait := start(t, l, name, body, env...)
+		ok := proc.Warm() && proc.InitPID() == initPID && proc.UID() != notUID
+		uid := proc.UID()
+		o := wait()
+		if ok {
+			return o, uid
+		}
+	}
+	t.Fatalf("no job ran in warm init %d", initPID)
+	return output{}, 0
+}
+
+// TestWarmNextTenantSeesNothing: a warm init reused for another tenant
+// keeps nothing of the last one's: no process (a setsid daemon), no file
+// in /tmp or /job, no SysV shared memory, no mount of its code, nothing of
+// its uid; the hostname is the sandbox's.
+func TestWarmNextTenantSeesNothing(t *testing.T) {
+	l := warmLauncher(t)
+	var initPID, uidA int
+	for i := 0; ; i++ {
+		a, wait := start(t, l, "tenant-a.sh", refuseRoot+`
+setsid sh -c 'trap "" TERM HUP; touch /tmp/daemon-up; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &
+echo secret-a > /tmp/a-file
+echo secret-a > /job/a-file
+ipcmk -M 4096 >/dev/null || exit 3
+i=0
+while [ ! -e /tmp/daemon-up ]; do i=$((i+1)); [ $i -gt 5000 ] && exit 4; sleep 0.001; done
+echo "shm $(ipcs -m | grep -c '^0x')"
+`)
+		initPID, uidA = a.InitPID(), a.UID()
+		o := wait()
+		if o.res.Err != nil || !strings.Contains(o.stdout, "shm 1") {
+			t.Fatalf("tenant A: %v: %q %s", o.res.Err, o.stdout, o.stderr)
+		}
+		if pids := testenv.ProcessesOf(uidA); len(pids) > 0 {
+			t.Fatalf("processes of tenant A's uid %d left: %v", uidA, pids)
+		}
+		// Its init is idle again, unless the pool was full (then A again).
+		if a.Warm() && slices.Contains(sandbox.IdleWarmInits(l), initPID) {
+			break
+		}
+		if i == 20 {
+			t.Fatal("tenant A's warm init never went back to the pool")
+		}
+	}
+	b, uidB := runOn(t, l, initPID, uidA, "tenant-b.sh", refuseRoot+`
+echo "uid $(id -u)"
+echo "tmp [$(ls -A /tmp)]"
+echo "job [$(ls -A /job)]"
+echo "shm $(ipcs -m | grep -c '^0x')"
+echo "spider [$(ls -A /spider)]"
+echo "mounts of a $(grep -c tenant-a /proc/self/mountinfo)"
+echo "uids [$(cat /proc/[0-9]*/status | awk '/^Uid:/ {print $2}' | sort -u | tr '\n' ' ')]"
+echo "owned by a [$(find /job /tmp /dev /spider -xdev -uid "$A_UID" 2>/dev/null)]"
+echo "host $(hostname)"
+`, "A_UID="+strconv.Itoa(uidA))
+	if b.res.Err != nil {
+		t.Fatalf("tenant B: %v: %s", b.res.Err, b.stderr)
+	}
+	want := []string{
+		"uid " + strconv.Itoa(uidB),
+		"tmp []",
+		"job [tmp]",
+		"shm 0",
+		"spider [tenant-b.sh]",
+		"mounts of a 0",
+		"uids [0 " + strconv.Itoa(uidB) + " ]", // the init, and B
+		"owned by a []",
+		"host scrapethis-job",
+	}
+	for _, w := range want {
+		if !strings.Contains(b.stdout, w+"\n") {
+			t.Errorf("tenant B in tenant A's init: want %q in\n%s", w, b.stdout)
+		}
+	}
+	t.Logf("init %d: uid %d then %d:\n%s", initPID, uidA, uidB, b.stdout)
+}
+
+// TestWarmInitHoldsNoSecret: neither an idle warm init nor one running a
+// job has anything but its own scrubbed environment, whatever the worker's
+// and the job's hold.
+func TestWarmInitHoldsNoSecret(t *testing.T) {
+	t.Setenv("SCRAPETHIS_WORKER_SECRET", "worker-secret-1")
+	l := warmLauncher(t)
+	for _, pid := range sandbox.IdleWarmInits(l) {
+		checkEnviron(t, pid)
+	}
+	proc, wait := start(t, l, "env.sh", refuseRoot+`
+echo started
+read x
+`, "JOB_SECRET=job-secret-2")
+	if proc.Warm() {
+		checkEnviron(t, proc.InitPID())
+	}
+	// Ends the script: the worker's SIGTERM to the spider's group.
+	syscall.Kill(-proc.Pid(), syscall.SIGTERM)
+	wait()
+}
+
+func checkEnviron(t *testing.T, pid int) {
+	t.Helper()
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Trim(string(env), "\x00"); got != "GOMAXPROCS=2" {
+		t.Errorf("warm init %d's environment: %q", pid, got)
+	}
+}
+
+// TestWarmCloseLeavesNoProcess: Close ends every idle warm init.
+func TestWarmCloseLeavesNoProcess(t *testing.T) {
+	l := warmLauncher(t)
+	idle := sandbox.IdleWarmInits(l)
+	if len(idle) == 0 {
+		t.Fatal("no idle warm init after a job")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range idle {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("warm init %d still there after Close", pid)
+		}
+	}
+	if left := sandbox.IdleWarmInits(l); len(left) > 0 {
+		t.Errorf("idle after Close: %v", left)
+	}
+}
