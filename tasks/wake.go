@@ -40,12 +40,23 @@ type Waker struct {
 	first  string                 // the pending key of the queue polled first (the highest priority)
 	woken  chan struct{}          // closed and replaced by every wake
 	now    func() time.Time
+	waits  atomic.Uint64
 }
+
+// Waits counts the idle waits so far (a test's or an operator's check that
+// a Waker waits only when every queue is empty).
+func (w *Waker) Waits() uint64 { return w.waits.Load() }
 
 type queueState struct {
 	emptyAt uint64    // the wake generation in which Redis said empty
 	empty   bool      // whether it did
 	asked   time.Time // when Redis was last asked
+}
+
+// known reports whether Redis said the queue was empty since the last
+// wake, within SafetyPoll; the Waker's lock is held.
+func (st *queueState) known(gen uint64, now time.Time) bool {
+	return st.empty && st.emptyAt == gen && now.Sub(st.asked) < SafetyPoll
 }
 
 // NewWaker returns a Waker for the spider queues.
@@ -111,10 +122,17 @@ func (w *Waker) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		gen := w.gen.Load()
 		now := w.now()
 		w.mu.Lock()
-		skip := st.empty && st.emptyAt == gen && now.Sub(st.asked) < SafetyPoll
+		skip := st.known(gen, now)
+		// Wait only at the start of a round that Redis would not see at
+		// all: with work in any queue, the round goes on at once.
+		wait := skip && st == w.queues[w.first]
+		for _, q := range w.queues {
+			wait = wait && q.known(gen, now)
+		}
 		woken := w.woken
 		w.mu.Unlock()
-		if skip && st == w.queues[w.first] {
+		if wait {
+			w.waits.Add(1)
 			t := time.NewTimer(idleWait)
 			select {
 			case <-woken:

@@ -55,13 +55,18 @@ func TestWakerQuietsIdlePolls(t *testing.T) {
 	wg.Go(func() { waker.Run(ctx, rdb) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	ran := make(chan string, 16)
+	ran := make(chan string, 64)
+	var hold atomic.Bool
+	gate := make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(sc, asynq.Config{
 		Concurrency: 2, Queues: tasks.Queues(), StrictPriority: true,
 		TaskCheckInterval: 5 * time.Millisecond, LogLevel: asynq.FatalLevel,
 	})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(tasks.TypeRunSpider, func(_ context.Context, task *asynq.Task) error {
+		if hold.Load() {
+			<-gate
+		}
 		p, err := tasks.ParseRunSpiderPayload(task.Payload())
 		if err == nil {
 			ran <- p.JobID
@@ -84,15 +89,14 @@ func TestWakerQuietsIdlePolls(t *testing.T) {
 	job := func(priority int) scrapethis.Job {
 		return scrapethis.Job{ID: uuid.NewString(), Priority: priority}
 	}
+	seen := map[string]bool{}
 	waitRan := func(id, how string) {
 		t.Helper()
 		deadline := time.After(10 * time.Second)
-		for {
+		for !seen[id] {
 			select {
 			case got := <-ran:
-				if got == id {
-					return
-				}
+				seen[got] = true
 			case <-deadline:
 				t.Fatalf("job enqueued %s never ran", how)
 			}
@@ -112,6 +116,28 @@ func TestWakerQuietsIdlePolls(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRan(j.ID, "through a pipelined Queuer")
+
+	// Work in a low queue: the rounds that find it never wait (a wait at
+	// the top queue would cost every dequeue 5 ms). The first jobs hold
+	// both slots until all are queued, so the queue is not empty between.
+	hold.Store(true)
+	var many []string
+	for range 40 {
+		j := job(0)
+		if err := piped.Enqueue(t.Context(), j); err != nil {
+			t.Fatal(err)
+		}
+		many = append(many, j.ID)
+	}
+	before := waker.Waits()
+	close(gate)
+	hold.Store(false)
+	for _, id := range many {
+		waitRan(id, "in a batch")
+	}
+	if n := waker.Waits() - before; n > 5 {
+		t.Fatalf("%d idle waits while 40 jobs of a low queue were taken", n)
+	}
 
 	// No wake: asynq's own client, as its forwarder moves retries.
 	client := asynq.NewClientFromRedisClient(rdb)
