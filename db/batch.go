@@ -161,24 +161,25 @@ func insertJobs(ctx context.Context, sel selectFunc, jobs []scrapethis.NewJob, u
 				row_number() OVER (PARTITION BY ok.user_id ORDER BY ok.id) - 1 AS urank,
 				row_number() OVER (PARTITION BY ok.spider_id ORDER BY ok.id) - 1 AS srank
 			FROM ok WHERE $12 > 0 OR ok.max_running IS NOT NULL
-		), uc AS (
-			SELECT u.user_id, a.running, a.queued FROM (SELECT DISTINCT user_id FROM ranked) u
-			CROSS JOIN LATERAL (`+activeCounts+` x.user_id = u.user_id) a
-			WHERE $12 > 0
-		), sc AS (
-			SELECT c.spider_id, a.running, a.queued FROM (SELECT DISTINCT user_id, spider_id FROM ranked WHERE max_running IS NOT NULL) c
-			CROSS JOIN LATERAL (`+activeCounts+` x.user_id = c.user_id AND x.spider_id = c.spider_id) a
 		), fleet AS (
 			-- The live workers' slots: a cap at or above them cannot hold
 			-- a start back (running jobs never outnumber the slots), so its
-			-- jobs are queued like uncapped ones; the start still checks.
+			-- jobs are queued like uncapped ones, uncounted; the start
+			-- still checks.
 			SELECT coalesce(sum(w.concurrency), 0) AS slots FROM workers w WHERE w.heartbeat_at > now() - interval '15 seconds'
+		), uc AS (
+			SELECT u.user_id, a.running, a.queued FROM (
+				SELECT DISTINCT r.user_id FROM ranked r, fleet f WHERE $12 > 0 AND ($12 < f.slots OR f.slots = 0)
+			) u CROSS JOIN LATERAL (`+activeCounts+` x.user_id = u.user_id) a
+		), sc AS (
+			SELECT c.spider_id, a.running, a.queued FROM (
+				SELECT DISTINCT r.user_id, r.spider_id FROM ranked r, fleet f
+				WHERE r.max_running IS NOT NULL AND (r.max_running < f.slots OR f.slots = 0)
+			) c CROSS JOIN LATERAL (`+activeCounts+` x.user_id = c.user_id AND x.spider_id = c.spider_id) a
 		), held AS (
 			SELECT r.id FROM ranked r LEFT JOIN uc ON uc.user_id = r.user_id LEFT JOIN sc ON sc.spider_id = r.spider_id
-				CROSS JOIN fleet f
-			WHERE ($12 > 0 AND ($12 < f.slots OR f.slots = 0) AND uc.queued + r.urank >= 2 * ($12 - uc.running))
-				OR (r.max_running IS NOT NULL AND (r.max_running < f.slots OR f.slots = 0)
-					AND sc.queued + r.srank >= 2 * (r.max_running - sc.running))
+			WHERE uc.queued + r.urank >= 2 * ($12 - uc.running)
+				OR sc.queued + r.srank >= 2 * (r.max_running - sc.running)
 		), k AS (
 			-- A key in use (or being written by a transaction not yet
 			-- committed, which this waits for) keeps its job out.

@@ -102,22 +102,22 @@ DECLARE
     b_id uuid;
     b_held boolean;
 BEGIN
-    SELECT * INTO r FROM jobs WHERE id = p_id;
+    PERFORM pg_advisory_xact_lock(1398031955, hashtext(j.user_id::text)) FROM jobs j WHERE j.id = p_id;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(1398031955, hashtext(r.user_id::text));
+    -- After the lock: the job as it is now; then its spider's cap and the
+    -- free places of its user and spider, in one statement.
     SELECT * INTO r FROM jobs WHERE id = p_id;
     IF r.status <> 'pending' OR r.cancel_requested_at IS NOT NULL OR r.held THEN
         RETURN;
     END IF;
-    SELECT max_running INTO smax FROM spiders WHERE id = r.spider_id;
-    IF p_user_max > 0 THEN
-        free_u := p_user_max - (SELECT count(*) FROM jobs WHERE user_id = r.user_id AND status = 'running');
-    END IF;
-    IF smax IS NOT NULL THEN
-        free_s := smax - (SELECT count(*) FROM jobs WHERE user_id = r.user_id AND spider_id = r.spider_id AND status = 'running');
-    END IF;
+    SELECT s.max_running,
+            CASE WHEN p_user_max > 0 THEN p_user_max - (SELECT count(*) FROM jobs x WHERE x.user_id = r.user_id AND x.status = 'running') END,
+            CASE WHEN s.max_running IS NOT NULL THEN s.max_running - (SELECT count(*) FROM jobs x
+                WHERE x.user_id = r.user_id AND x.spider_id = r.spider_id AND x.status = 'running') END
+        INTO smax, free_u, free_s
+        FROM spiders s WHERE s.id = r.spider_id;
     IF coalesce(free_u <= 0, false) OR coalesce(free_s <= 0, false) THEN
         RETURN QUERY UPDATE jobs SET held = true WHERE id = p_id RETURNING *;
         RETURN QUERY SELECT * FROM scrapethis_admit(r.user_id, p_user_max, p_id);
