@@ -439,3 +439,57 @@ func TestCapChanges(t *testing.T) {
 		t.Fatalf("held count after cancel %d %v", n, err)
 	}
 }
+
+// TestCapAboveTheFleet: with no live worker a cap keeps its queue (twice
+// its free places, the rest held); once the live workers' slots are at or
+// below the cap, it cannot be exceeded, so jobs are queued at creation and
+// start without waiting for the lock or counting.
+func TestCapAboveTheFleet(t *testing.T) {
+	t.Parallel()
+	b := setupCaps(t, 3)
+	ctx := t.Context()
+	sp := b.spider(t, "fleet", nil)
+	held := 0
+	var first []scrapethis.Job
+	for range 10 {
+		j := b.create(t, sp, 2)
+		if j.Held {
+			held++
+		}
+		first = append(first, j)
+	}
+	if held != 4 {
+		t.Fatalf("%d of 10 jobs held with no worker and a cap of 3; want 4 (6 queued)", held)
+	}
+	for _, j := range first { // out of the way of the jobs below
+		if _, err := b.store.CancelJob(ctx, b.user, j.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.store.Heartbeat(ctx, "fleet-w1", "host", 1, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	var queued []scrapethis.Job
+	for range 10 {
+		j := b.create(t, sp, 2)
+		if j.Held {
+			t.Fatal("a job held under a cap above the fleet's 2 slots")
+		}
+		queued = append(queued, j)
+	}
+	for _, j := range queued[:2] {
+		if _, ok := b.start(t, j.ID); !ok {
+			t.Fatal("job not started under a cap above the fleet")
+		}
+	}
+	// The fleet grows past the cap: the start counts again.
+	if err := b.store.Heartbeat(ctx, "fleet-w2", "host", 2, 8, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.start(t, queued[2].ID); !ok {
+		t.Fatal("third job not started under a cap of 3")
+	}
+	if j, ok := b.start(t, queued[3].ID); ok || !j.Held {
+		t.Fatalf("a fourth job started under a cap of 3 (held %v)", j.Held)
+	}
+}

@@ -101,11 +101,24 @@ DECLARE
     user_tight boolean;
     b_id uuid;
     b_held boolean;
+    uid uuid;
+    slots bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1398031955, hashtext(j.user_id::text)) FROM jobs j WHERE j.id = p_id;
+    SELECT j.user_id, s.max_running INTO uid, smax FROM jobs j JOIN spiders s ON s.id = j.spider_id WHERE j.id = p_id;
     IF NOT FOUND THEN
         RETURN;
     END IF;
+    -- Caps at or above the live workers' slots cannot be exceeded: no more
+    -- jobs start at once than there are slots (a worker heartbeats before
+    -- it takes tasks, and one silent for 15 s is dead, its jobs reaped).
+    -- Such a start needs neither the lock nor a count.
+    SELECT coalesce(sum(w.concurrency), 0) INTO slots FROM workers w WHERE w.heartbeat_at > now() - interval '15 seconds';
+    IF slots > 0 AND (p_user_max = 0 OR p_user_max >= slots) AND (smax IS NULL OR smax >= slots) THEN
+        RETURN QUERY UPDATE jobs SET status = 'running', worker_id = p_worker, started_at = now(), attempts = attempts + 1
+            WHERE id = p_id AND status = 'pending' AND cancel_requested_at IS NULL AND NOT held RETURNING *;
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1398031955, hashtext(uid::text));
     -- After the lock: the job as it is now; then its spider's cap and the
     -- free places of its user and spider, in one statement.
     SELECT * INTO r FROM jobs WHERE id = p_id;
