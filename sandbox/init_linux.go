@@ -133,24 +133,30 @@ func RunInit() int {
 	}()
 	// PID 1 reaps every orphan of the namespace; the spider's status is the
 	// job's.
+	ws, err := reapUntil(spider)
+	if err != nil {
+		return fail("wait", err)
+	}
+	if ws.Signaled() {
+		report("signal %d", int(ws.Signal()))
+		return 128 + int(ws.Signal())
+	}
+	report("exit %d", ws.ExitStatus())
+	return ws.ExitStatus()
+}
+
+// reapUntil reaps every child and orphan of the namespace (the init is
+// PID 1) until the spider ends, and returns how it ended.
+func reapUntil(spider int) (unix.WaitStatus, error) {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if err != nil {
-			return fail("wait", err)
+		if err != nil || pid == spider {
+			return ws, err
 		}
-		if pid != spider {
-			continue
-		}
-		if ws.Signaled() {
-			report("signal %d", int(ws.Signal()))
-			return 128 + int(ws.Signal())
-		}
-		report("exit %d", ws.ExitStatus())
-		return ws.ExitStatus()
 	}
 }
 

@@ -218,25 +218,16 @@ func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any
 	if unix.Sendmsg(sock, []byte("started "+strconv.Itoa(spider)), creds, nil, 0) != nil || !awaitGo(sock) {
 		return false, "socket"
 	}
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return false, "wait: " + err.Error()
-		}
-		if pid != spider {
-			continue
-		}
-		if ws.Signaled() {
-			send("signal %d", int(ws.Signal()))
-		} else {
-			send("exit %d", ws.ExitStatus())
-		}
-		return true, ""
+	ws, err := reapUntil(spider)
+	if err != nil {
+		return false, "wait: " + err.Error()
 	}
+	if ws.Signaled() {
+		send("signal %d", int(ws.Signal()))
+	} else {
+		send("exit %d", ws.ExitStatus())
+	}
+	return true, ""
 }
 
 func awaitGo(sock int) bool {
