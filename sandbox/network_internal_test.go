@@ -1,3 +1,5 @@
+//go:build !sandboxinit
+
 package sandbox
 
 import (
