@@ -42,10 +42,14 @@ func sandboxed(t *testing.T) func(*worker.Config) {
 // sandboxUID is the uid the worker logged for the job's sandbox.
 func (b *bundle) sandboxUID(jobID string) int {
 	b.t.Helper()
-	m := regexp.MustCompile(`in a sandbox \(uid (\d+),`).FindStringSubmatch(b.logs(jobID))
-	if m == nil {
-		b.t.Fatalf("no sandbox uid in the log:\n%s", b.logs(jobID))
-	}
+	// The worker's own lines reach the job's log in batches, after an item
+	// may already have been counted: wait for the line, bounded.
+	re := regexp.MustCompile(`in a sandbox \(uid (\d+),`)
+	var m []string
+	b.waitFor("the sandbox uid in the job's log", 30*time.Second, func() bool {
+		m = re.FindStringSubmatch(b.logs(jobID))
+		return m != nil
+	})
 	uid, _ := strconv.Atoi(m[1])
 	return uid
 }
