@@ -106,6 +106,16 @@ func (d *DB) Release(ctx context.Context, job scrapethis.Job) ([]scrapethis.Job,
 	if !d.capsApply(job.SpiderMaxRunning) {
 		return nil, nil
 	}
+	// Most ends find no held job: one cheap lookup after the caller's
+	// commit (so that of this and a hold's own admission, the later sees
+	// the other's write) instead of the admission's call.
+	var held bool
+	if err := d.get(ctx, &held, `SELECT EXISTS (SELECT 1 FROM jobs WHERE user_id = $1 AND status = 'pending' AND held)`, job.UserID); err != nil {
+		return nil, fmt.Errorf("look for held jobs: %w", err)
+	}
+	if !held {
+		return nil, nil
+	}
 	return d.AdmitHeld(ctx, job.UserID)
 }
 

@@ -253,11 +253,26 @@ func (d *DB) StartJob(ctx context.Context, id, workerID string) (scrapethis.Job,
 // StartJobLetGo is StartJob that also returns the jobs its decision let go
 // (a job held back gives up its place in its caps' queues): enqueue them.
 func (d *DB) StartJobLetGo(ctx context.Context, id, workerID string) (scrapethis.Job, bool, []scrapethis.Job, error) {
-	if d.userMax > 0 {
-		return d.startCapped(ctx, id, workerID)
-	}
 	var r jobRow
-	err := d.get(ctx, &r, `
+	var err error
+	if d.userMax > 0 {
+		// Caps at or above the live workers' slots cannot be exceeded (see
+		// scrapethis_start_capped): such a start is one statement, which
+		// reads the slots and starts the job in one snapshot.
+		err = d.get(ctx, &r, `
+		WITH f AS (
+			SELECT coalesce(sum(w.concurrency), 0) AS slots FROM workers w WHERE w.heartbeat_at > now() - interval '15 seconds'
+		), j AS (
+			UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
+			FROM f
+			WHERE jobs.id = $1 AND jobs.status = 'pending' AND jobs.cancel_requested_at IS NULL AND NOT jobs.held
+				AND f.slots > 0 AND $3 >= f.slots
+				AND coalesce((SELECT c.max_running FROM spiders c WHERE c.id = jobs.spider_id) >= f.slots, true)
+			RETURNING jobs.*
+		)
+		SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID, d.userMax)
+	} else {
+		err = d.get(ctx, &r, `
 		WITH j AS (
 			UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), attempts = attempts + 1
 			WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL AND NOT held
@@ -265,8 +280,9 @@ func (d *DB) StartJobLetGo(ctx context.Context, id, workerID string) (scrapethis
 			RETURNING *
 		)
 		SELECT `+jobColumns+` FROM j `+jobJoins, id, workerID)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
-		// Not pending, or its spider has a cap: the capped start decides.
+		// Not pending, or a cap may bind: the capped start decides.
 		return d.startCapped(ctx, id, workerID)
 	}
 	if err != nil {
