@@ -100,21 +100,35 @@ func (r *reaper) reapGroup(pgid int) int {
 	return n
 }
 
-// run sweeps on every wake and every interval until ctx ends.
+// sweepGap is the least time between two sweeps: jobs end hundreds of
+// times a second under load, and a sweep reads /proc for every thread and
+// child of the worker, so an orphan's zombie waits at most this long.
+const sweepGap = 100 * time.Millisecond
+
+// run sweeps on every wake (at most once a sweepGap) and every interval
+// until ctx ends.
 func (r *reaper) run(ctx context.Context, interval time.Duration) {
 	if !r.valid {
 		return
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	gap := time.NewTimer(0)
+	defer gap.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-r.wake:
+			select {
+			case <-ctx.Done():
+				return
+			case <-gap.C:
+			}
 		}
 		r.sweep()
+		gap.Reset(sweepGap)
 	}
 }
 

@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -42,7 +44,25 @@ func (b *Benchmarker) startChild(name string, args ...string) (*child, error) {
 		logf.Close()
 		close(c.done)
 	}()
+	if len(args) > 0 && args[0] == "worker" && !slices.Contains(b.env, "SCRAPETHIS_SCRAPY_RUNNER=exec") {
+		c.awaitWarmParent()
+	}
 	return c, nil
+}
+
+// awaitWarmParent waits, at most 30 s, until a worker has its warm Python
+// parent (or said it has none): building it, Python imports Scrapy and
+// Twisted, about a second of a core, which would otherwise fall on
+// whatever the bench measures first after a worker's start.
+func (c *child) awaitWarmParent() {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && !c.exited() {
+		b, _ := os.ReadFile(c.logPath)
+		if bytes.Contains(b, []byte("warm Python parent ready")) || bytes.Contains(b, []byte("no warm Python parent")) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
