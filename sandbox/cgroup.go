@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -202,6 +203,9 @@ type jobCgroup struct {
 	// oomBase is the OOM-kill count before this job: a reused cgroup's
 	// counter counts every job it has held.
 	oomBase int
+	// peak (v2, reused): memory.peak opened by reset, whose reads count
+	// from the reset (Linux 6.12); nil: the cgroup's whole life.
+	peak *os.File
 }
 
 // create gives a job its cgroups with its limits: a pooled pair on v1 (an
@@ -290,6 +294,21 @@ func (j *jobCgroup) setLimits(lim Limits) error {
 func (j *jobCgroup) reset(lim Limits) error {
 	if err := j.setLimits(lim); err != nil {
 		return err
+	}
+	if j.v2 {
+		// memory.peak resets only for reads of the fd written to.
+		if j.peak != nil {
+			j.peak.Close()
+			j.peak = nil
+		}
+		if f, err := os.OpenFile(filepath.Join(j.dirs[0], "memory.peak"), os.O_RDWR, 0); err == nil {
+			if _, err := f.Write([]byte("reset\n")); err == nil {
+				j.peak = f
+			} else {
+				f.Close() // an older kernel: the peak of the cgroup's life
+			}
+		}
+		return nil
 	}
 	if err := os.WriteFile(filepath.Join(j.dirs[0], "memory.max_usage_in_bytes"), []byte("0"), 0); err != nil {
 		return fmt.Errorf("reset cgroup peak: %w", err)
@@ -390,7 +409,19 @@ func (j *jobCgroup) memoryPeak() int64 {
 	if !j.v2 {
 		file = "memory.max_usage_in_bytes"
 	}
-	data, err := os.ReadFile(filepath.Join(j.dirs[0], file))
+	var data []byte
+	var err error
+	if j.peak != nil {
+		buf := make([]byte, 32)
+		var n int
+		n, err = j.peak.ReadAt(buf, 0)
+		data = buf[:n]
+		if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	} else {
+		data, err = os.ReadFile(filepath.Join(j.dirs[0], file))
+	}
 	if err != nil {
 		return 0
 	}
@@ -401,6 +432,10 @@ func (j *jobCgroup) memoryPeak() int64 {
 // remove deletes the job's cgroups once their processes are gone; a cgroup
 // can stay busy for a moment after its last process is reaped.
 func (j *jobCgroup) remove() error {
+	if j.peak != nil {
+		j.peak.Close()
+		j.peak = nil
+	}
 	var errs []error
 	for _, d := range j.dirs {
 		deadline := time.Now().Add(2 * time.Second)
@@ -419,35 +454,25 @@ func (j *jobCgroup) remove() error {
 	return errors.Join(errs...)
 }
 
-// home is the worker's own cgroups (the memory and pids ones on v1), where
-// idle warm inits live.
-func (c *cgroups) home() ([]string, error) {
-	own, err := ownCgroups()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	if c.v2 {
-		out = []string{parentDir(cgroupRoot, own[""])}
-	} else {
-		for _, ctl := range []string{"memory", "pids"} {
-			out = append(out, parentDir(filepath.Join(cgroupRoot, ctl), own[ctl]))
+// holdsOnly reports whether pid is the one process left in the cgroups (a
+// process that was just reaped may show for a moment: it waits up to 2 s).
+func (j *jobCgroup) holdsOnly(pid int) bool {
+	want := []byte(strconv.Itoa(pid))
+	deadline := time.Now().Add(2 * time.Second)
+	for _, d := range j.dirs {
+		for {
+			procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil {
+				return false
+			}
+			if bytes.Equal(bytes.TrimSpace(procs), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
-	for _, d := range out {
-		if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err != nil {
-			return nil, fmt.Errorf("the worker's own cgroup: %w", err)
-		}
-	}
-	return out, nil
-}
-
-// moveTo moves pid out of the job's cgroups into dirs (home's).
-func (j *jobCgroup) moveTo(pid int, dirs []string) error {
-	for _, d := range dirs {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			return fmt.Errorf("move to cgroup %s: %w", d, err)
-		}
-	}
-	return nil
+	return true
 }

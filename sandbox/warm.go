@@ -21,9 +21,11 @@ import (
 // Warm sandboxes (Config.Warm): the launcher keeps spare inits, started
 // ahead in new PID, mount, IPC and UTS namespaces with the system part of
 // the root built and /proc mounted, still root inside and holding nothing
-// of any tenant (no job, no uid, the same scrubbed environment). A job
-// takes one (or, none being ready, starts a cold init as without Warm):
-// the launcher moves the init into the job's cgroups, then sends the job
+// of any tenant (no job, no uid, the same scrubbed environment), each in
+// cgroups of its own for its life (so that no job moves it: a cgroup v1
+// migration costs a grace period of the kernel's). A job takes one (or,
+// none being ready, starts a cold init as without Warm): the launcher
+// sets the job's limits on the init's cgroups, then sends the job
 // (uid, limits, argv, env, its stdout and stderr, and its code as detached
 // read-only mounts made with open_tree on the host, since after
 // pivot_root the init has no way to the host's paths and must not keep
@@ -34,10 +36,11 @@ import (
 // job's ever runs outside them. When the spider ends the init reports its
 // status, kills and reaps every process of the namespace, checks that
 // none is left, unmounts the job's mounts and checks the mount table is
-// as built, and only then says "clean"; the launcher moves it back to the
-// worker's cgroup before it releases the job's, and gives it the next job
-// (another tenant's, perhaps). An init retires after warmMaxJobs jobs, on
-// any error, or if anything of a job is left.
+// as built, and only then says "clean"; the launcher checks that its
+// cgroups hold nothing but the init, and gives it the next job (another
+// tenant's, perhaps). An init retires after warmMaxJobs jobs, on any
+// error, or if anything of a job is left; its cgroups go with it (back to
+// the pool once empty).
 //
 // Not warm: the isolated network (a network namespace per job), the fork
 // runner (StartForked), probes, CPU limits under warmMinCPUSeconds (the
@@ -62,7 +65,8 @@ const warmMinCPUSeconds = 600
 // warmInit is one warm init, the launcher's child.
 type warmInit struct {
 	cmd  *exec.Cmd
-	sock int // the launcher's end of the SOCK_SEQPACKET pair
+	sock int        // the launcher's end of the SOCK_SEQPACKET pair
+	cg   *jobCgroup // the init's for its life, and its jobs'
 	jobs int
 	// retired: killed and reaped, with waitErr (see retire).
 	retired bool
@@ -72,9 +76,8 @@ type warmInit struct {
 // warmPool keeps up to warmSpares idle inits; its filler goroutine starts
 // them, and Close waits for it.
 type warmPool struct {
-	l    *Launcher
-	log  *slog.Logger
-	home []string // the worker's own cgroups, where idle inits live
+	l   *Launcher
+	log *slog.Logger
 
 	mu     sync.Mutex
 	idle   []*warmInit
@@ -97,11 +100,7 @@ func newWarmPool(l *Launcher, log *slog.Logger) (*warmPool, error) {
 	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &unix.MountAttr{}); err != nil {
 		return nil, fmt.Errorf("mount_setattr (Linux 5.12): %w", err)
 	}
-	home, err := l.cg.home()
-	if err != nil {
-		return nil, err
-	}
-	w := &warmPool{l: l, log: log, home: home, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	w := &warmPool{l: l, log: log, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	// The first init is started before the launcher is used, so that the
 	// first job is warm too; if it cannot start, no job will be.
 	first := make(chan error, 1)
@@ -217,14 +216,17 @@ func (w *warmPool) close() {
 	}
 }
 
-// retire kills the init (and with it its namespace) and reaps it, once:
-// again, it returns the same.
+// retire kills the init (and with it its namespace) and reaps it, then
+// gives back its cgroups, once: again, it returns the same.
 func (wi *warmInit) retire() error {
 	if !wi.retired {
 		wi.retired = true
 		unix.Close(wi.sock)
 		wi.cmd.Process.Kill()
 		wi.waitErr = wi.cmd.Wait()
+		if wi.cg != nil {
+			wi.cg.release(0)
+		}
 	}
 	return wi.waitErr
 }
@@ -306,6 +308,17 @@ func (l *Launcher) startWarm() (*warmInit, error) {
 	if err := unix.SetsockoptInt(wi.sock, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
 		wi.retire()
 		return nil, fmt.Errorf("warm init socket: %w", err)
+	}
+	// Its cgroups, before it does anything: what it builds is charged there.
+	cg, err := l.cg.create(cgroupName("warm", cmd.Process.Pid), l.cfg.Defaults)
+	if err != nil {
+		wi.retire()
+		return nil, err
+	}
+	wi.cg = cg
+	if err := cg.join(cmd.Process.Pid); err != nil {
+		wi.retire()
+		return nil, err
 	}
 	base := Policy{Name: "warm", Network: NetworkHost, Limits: l.cfg.Defaults, Dir: JobDir}
 	for _, b := range l.cfg.Binds {
@@ -417,31 +430,37 @@ func (l *Launcher) startWarmJob(p Policy, c Command) (proc *Process, ok bool, er
 	if wi == nil {
 		return nil, false, nil
 	}
-	used := false
-	defer func() {
-		if !used { // no uid or cgroups for the job: the init is as it was
-			l.warm.giveBack(wi, true)
-		}
-	}()
-	proc, err = l.sandboxed(p, func(p Policy, cg *jobCgroup) (*Process, error) {
-		used = true
-		proc, err := l.runWarmJob(wi, p, c, cg, code)
+	lease, err := l.uids.acquire()
+	if err != nil {
+		l.warm.giveBack(wi, true) // nothing of a job reached it
+		return nil, true, err
+	}
+	p.UID, p.GID = lease.uid, lease.uid
+	// The init's cgroups take the job's limits; the spider it forks
+	// inherits them. An init whose cgroups cannot (a lower memory limit
+	// than it holds, say) retires, and a cold init runs the job.
+	if err := wi.cg.reset(p.Limits); err != nil {
+		lease.release()
+		l.warm.giveBack(wi, false)
+		return nil, false, nil
+	}
+	proc, err = l.runWarmJob(wi, p, c, code)
+	if err != nil {
+		lease.release()
 		if errors.Is(err, errWarmGone) {
-			return l.startInit(p, c, cg) // it died idle: nothing of the job ran
+			return nil, false, nil // it died idle: nothing of the job ran
 		}
-		return proc, err
-	})
-	return proc, true, err
+		return nil, true, err
+	}
+	proc.lease = lease
+	return proc, true, nil
 }
 
-// runWarmJob hands the job to wi, which the job's cgroups hold first.
-func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, code []Mount) (*Process, error) {
+// runWarmJob hands the job to wi, whose cgroups have the job's limits.
+func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, code []Mount) (*Process, error) {
 	fail := func(err error) (*Process, error) {
 		l.warm.giveBack(wi, false)
 		return nil, err
-	}
-	if err := cg.join(wi.cmd.Process.Pid); err != nil {
-		return fail(fmt.Errorf("%w: %v", errWarmGone, err))
 	}
 	fds, trees, err := codeTrees(code)
 	if err != nil {
@@ -498,7 +517,7 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, cg *jobCgroup, 
 		return fail(fmt.Errorf("sandbox: %v", err))
 	}
 	wi.jobs++
-	return &Process{policy: p, cg: cg, warm: wi, warmPid: pid, pool: l.warm}, nil
+	return &Process{policy: p, cg: wi.cg, warm: wi, warmPid: pid, pool: l.warm}, nil
 }
 
 // childOf reports whether pid's parent is ppid.
@@ -516,8 +535,8 @@ func childOf(pid, ppid int) bool {
 }
 
 // waitWarm waits for a warm job: its report, then the init's word that
-// nothing of the job is left; the init goes back to the worker's cgroup
-// before the job's are released, and back to the pool.
+// nothing of the job is left, which its cgroups must confirm (they hold
+// the init alone); the init goes back to the pool, its cgroups with it.
 func (p *Process) waitWarm() Result {
 	defer p.lease.release()
 	wi := p.warm
@@ -532,18 +551,14 @@ func (p *Process) waitWarm() Result {
 		switch {
 		case err != nil:
 		case msg == "clean":
-			// The init out of the job's cgroups, no process of the job
-			// may be left in them.
-			clean = p.cg.moveTo(wi.cmd.Process.Pid, p.pool.home) == nil && p.cg.empty()
+			clean = p.cg.holdsOnly(wi.cmd.Process.Pid)
 		default:
 			p.pool.log.Warn("sandbox: a warm init retired", "why", strings.TrimPrefix(msg, "retire "))
 		}
 	}
 	res.OOMKills = p.cg.oomKills()
+	p.cg.oomBase += res.OOMKills // the next job counts its own
 	res.MemoryPeak = p.cg.memoryPeak()
-	if err := p.cg.release(res.OOMKills); err != nil && res.Err == nil {
-		res.Err = err
-	}
 	p.pool.giveBack(wi, clean)
 	return res
 }

@@ -58,6 +58,12 @@ func (b *Benchmarker) cpuSince(ctx context.Context, s cpuSnapshot) cpuUsed {
 		pg: s.pg.since(ctx), redis: r - s.redis, bench: self.sub(s.bench).self}
 }
 
+// plus is u and v summed, process by process.
+func (u cpuUsed) plus(v cpuUsed) cpuUsed {
+	return cpuUsed{worker: u.worker + v.worker, spiders: u.spiders + v.spiders, api: u.api + v.api,
+		pg: u.pg + v.pg, redis: u.redis + v.redis, bench: u.bench + v.bench}
+}
+
 // perOp formats CPU per operation, by process.
 func (u cpuUsed) perOp(n int) string {
 	f := func(d time.Duration) float64 { return ms(d) / float64(max(n, 1)) }

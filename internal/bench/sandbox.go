@@ -14,8 +14,8 @@ import (
 )
 
 // sandboxCost: what the spider sandbox costs at the platform level, with
-// the sandbox off (the bench's own worker) and on (a second worker child,
-// SCRAPETHIS_SANDBOX=on, run in its place), in the same run and on the same
+// the sandbox off and on (a worker child with SCRAPETHIS_SANDBOX=on, run in
+// the bench worker's place), in the same run and on the same
 // no-op shell spider: the median job run time one job at a time (the
 // worker's started_at -> finished_at, so no polling is counted), completion
 // jobs/s of many at once, and the memory the sandbox's init holds per
@@ -23,19 +23,13 @@ import (
 // with its one-sentence refusal. The bench's own worker is back when it
 // ends.
 func (b *Benchmarker) sandboxCost(ctx context.Context) error {
-	seq := max(b.sz.DispatchJobs, 10)
-	offRun, err := b.noopRunTimes(ctx, seq)
-	if err != nil {
-		return fmt.Errorf("sandbox off: %w", err)
-	}
-	offCPU := b.snapshot(ctx)
-	offRate, err := b.noopRate(ctx, b.sz.CompletionJobs)
-	if err != nil {
-		return fmt.Errorf("sandbox off: %w", err)
-	}
-	offUsed := b.cpuSince(ctx, offCPU)
-
-	b.worker.stop(30 * time.Second)
+	// Four rounds, each in a worker started for it: on, off, off, on
+	// (ABBA, so that a drift over the rounds falls on both sides alike,
+	// and neither side runs in a worker warmed by earlier scenarios).
+	seq := max(b.sz.DispatchJobs/2, 5)
+	var runs [2][]time.Duration // [0] off, [1] on
+	var rates [2][]float64
+	var used [2]cpuUsed
 	defer func() {
 		// The off worker again, for the scenarios after this one.
 		b.worker.stop(30 * time.Second)
@@ -45,36 +39,50 @@ func (b *Benchmarker) sandboxCost(ctx context.Context) error {
 		}
 	}()
 	saved := b.env
-	b.env = append(slices.Clone(saved), "SCRAPETHIS_SANDBOX=on")
-	b.worker, err = b.startChild("worker-sandbox", "worker")
-	b.env = saved
-	if err != nil {
-		return err
-	}
-	if id, err := b.postJob(ctx, "noop", nil); err != nil {
-		return err
-	} else if job, err := b.waitFinal(ctx, id, 30*time.Second); err != nil || job.Status != scrapethis.StatusFinished {
-		return fmt.Errorf("the sandboxed worker did not run a job (%s %v); its log:\n%s", job.Status, err, b.worker.tail())
+	for _, on := range []bool{true, false, false, true} {
+		side, name, env := 0, "worker", saved
+		if on {
+			side, name, env = 1, "worker-sandbox", append(slices.Clone(saved), "SCRAPETHIS_SANDBOX=on")
+		}
+		b.worker.stop(30 * time.Second)
+		b.env = env
+		w, err := b.startChild(name, "worker")
+		b.env = saved
+		if err != nil {
+			return err
+		}
+		b.worker = w
+		if id, err := b.postJob(ctx, "noop", nil); err != nil {
+			return err
+		} else if job, err := b.waitFinal(ctx, id, 30*time.Second); err != nil || job.Status != scrapethis.StatusFinished {
+			return fmt.Errorf("the %s did not run a job (%s %v); its log:\n%s", name, job.Status, err, b.worker.tail())
+		}
+		run, err := b.noopRunTimes(ctx, seq)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		cpu := b.snapshot(ctx)
+		rate, err := b.noopRate(ctx, b.sz.CompletionJobs)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		used[side] = used[side].plus(b.cpuSince(ctx, cpu))
+		runs[side] = append(runs[side], run...)
+		rates[side] = append(rates[side], rate)
+		b.say("   sandbox %s: %.1f jobs/s, run time p50 %.2f ms", map[bool]string{true: "on", false: "off"}[on], rate, ms(percentile(run, 50)))
 	}
 	init := b.initName()
-	onRun, err := b.noopRunTimes(ctx, seq)
-	if err != nil {
-		return fmt.Errorf("sandbox on: %w", err)
-	}
-	onCPU := b.snapshot(ctx)
-	onRate, err := b.noopRate(ctx, b.sz.CompletionJobs)
-	if err != nil {
-		return fmt.Errorf("sandbox on: %w", err)
-	}
-	onUsed := b.cpuSince(ctx, onCPU)
+	onRun, offRun := runs[1], runs[0]
 	on, off := ms(percentile(onRun, 50)), ms(percentile(offRun, 50))
 	b.res.add("sandbox: no-op job run time p50, sandbox on (started -> finished)", on, "ms", ptr(off), false, nil,
 		fmt.Sprintf("%d jobs one at a time, each way; p90 on %.2f ms, off %.2f ms (the baseline: the same worker binary with SCRAPETHIS_SANDBOX=off); init: %s",
-			seq, ms(percentile(onRun, 90)), ms(percentile(offRun, 90)), init))
+			len(onRun), ms(percentile(onRun, 90)), ms(percentile(offRun, 90)), init))
 	b.res.add("sandbox: per-job overhead p50 (on minus off)", on-off, "ms", nil, false, atMost(10), "")
-	b.res.add("sandbox: no-op jobs/s, sandbox on (POST all -> all final)", onRate, "jobs/s", ptr(offRate), true, ratioAtLeast(0.8),
-		fmt.Sprintf("%d jobs each way, 8 POSTing clients; baseline: the same with SCRAPETHIS_SANDBOX=off; on: %s; off: %s (spiders: with the sandbox on, the inits and what they run)",
-			b.sz.CompletionJobs, onUsed.perOp(b.sz.CompletionJobs), offUsed.perOp(b.sz.CompletionJobs)))
+	n := 2 * b.sz.CompletionJobs
+	b.res.add("sandbox: no-op jobs/s, sandbox on (POST all -> all final)", mean(rates[1]), "jobs/s", ptr(mean(rates[0])), true, ratioAtLeast(0.8),
+		fmt.Sprintf("%d jobs a round, 8 POSTing clients, four rounds each in a worker started for it: on %.1f, off %.1f, off %.1f, on %.1f jobs/s (means compared); "+
+			"baseline: the same with SCRAPETHIS_SANDBOX=off; on: %s; off: %s (spiders: with the sandbox on, the inits and what they run)",
+			b.sz.CompletionJobs, rates[1][0], rates[0][0], rates[0][1], rates[1][1], used[1].perOp(n), used[0].perOp(n)))
 	return b.sandboxMemory(ctx)
 }
 
