@@ -57,8 +57,9 @@ func runOn(t *testing.T, l *sandbox.Launcher, initPID, notUID int, name, body st
 
 // TestWarmNextTenantSeesNothing: a warm init reused for another tenant
 // keeps nothing of the last one's: no process (a setsid daemon), no file
-// in /tmp or /job, no SysV shared memory, no mount of its code, nothing of
-// its uid; the hostname is the sandbox's.
+// in /tmp or /job (a tree, a symbolic link out), no mode or extended
+// attribute it set on them, no SysV shared memory, no mount of its code,
+// nothing of its uid; the hostname is the sandbox's.
 func TestWarmNextTenantSeesNothing(t *testing.T) {
 	l := warmLauncher(t)
 	var initPID, uidA int
@@ -67,6 +68,9 @@ func TestWarmNextTenantSeesNothing(t *testing.T) {
 setsid sh -c 'trap "" TERM HUP; touch /tmp/daemon-up; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &
 echo secret-a > /tmp/a-file
 echo secret-a > /job/a-file
+mkdir -p /job/deep/er && echo x > /job/deep/er/f && ln -s /etc /job/etc-link || exit 5
+chmod 0777 /job /tmp || exit 6
+/usr/bin/python3 -c 'import os; os.setxattr("/job", "user.secret", b"a"); os.setxattr("/tmp", "user.secret", b"a")' || exit 7
 ipcmk -M 4096 >/dev/null || exit 3
 i=0
 while [ ! -e /tmp/daemon-up ]; do i=$((i+1)); [ $i -gt 5000 ] && exit 4; sleep 0.001; done
@@ -98,6 +102,8 @@ echo "mounts of a $(grep -c tenant-a /proc/self/mountinfo)"
 echo "uids [$(cat /proc/[0-9]*/status | awk '/^Uid:/ {print $2}' | sort -u | tr '\n' ' ')]"
 echo "owned by a [$(find /job /tmp /dev /spider -xdev -uid "$A_UID" 2>/dev/null)]"
 echo "host $(hostname)"
+echo "modes $(stat -c %a /job) $(stat -c %a /tmp)"
+/usr/bin/python3 -c 'import os; print("xattrs", os.listxattr("/job"), os.listxattr("/tmp"))'
 `, "A_UID="+strconv.Itoa(uidA))
 	if b.res.Err != nil {
 		t.Fatalf("tenant B: %v: %s", b.res.Err, b.stderr)
@@ -112,6 +118,8 @@ echo "host $(hostname)"
 		"uids [0 " + strconv.Itoa(uidB) + " ]", // the init, and B
 		"owned by a []",
 		"host scrapethis-job",
+		"modes 700 700",
+		"xattrs [] []",
 	}
 	for _, w := range want {
 		if !strings.Contains(b.stdout, w+"\n") {

@@ -91,11 +91,9 @@ func runWarm(sock int) int {
 	if err := lockDown(); err != nil {
 		return fail("drop privileges", err)
 	}
-	// Each job's mounts are made in a copy of this mount namespace (see
-	// setUpJob), which goes with the job: this one stays as built.
-	base, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	st, err := newWarmState(ws.Policy.Limits.DiskMB)
 	if err != nil {
-		return fail("mount namespace", err)
+		return fail("job directory", err)
 	}
 	if !send("ready") {
 		return 125
@@ -114,14 +112,14 @@ func runWarm(sock int) int {
 		for i, fd := range fds {
 			files[i] = os.NewFile(uintptr(fd), "job")
 		}
-		ok, why := runWarmJob(sock, buf[:n], files, send)
+		ok, why := runWarmJob(sock, buf[:n], files, send, st)
 		for _, f := range files {
 			f.Close()
 		}
 		if !ok {
 			return fail("job", errors.New(why))
 		}
-		if why := cleanUp(base); why != "" {
+		if why := st.cleanUp(); why != "" {
 			send("retire %s", why)
 			unix.Kill(-1, unix.SIGKILL)
 			return 0
@@ -151,7 +149,7 @@ func rights(oob []byte) ([]int, error) {
 
 // runWarmJob sets up one job, runs it and reports how it ended. false is
 // an error before the spider ran (said as "error"), or a broken socket.
-func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any) bool) (bool, string) {
+func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any) bool, st *warmState) (bool, string) {
 	var job warmJob
 	if err := json.Unmarshal(msg, &job); err != nil {
 		return false, "decode: " + err.Error()
@@ -166,7 +164,7 @@ func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any
 		return files[i], nil
 	}
 	p := job.Policy
-	if err := setUpJob(p, job.Trees, files); err != nil {
+	if err := st.setUpJob(p, job.Trees, files); err != nil {
 		return false, err.Error()
 	}
 	stdout, err := fd(job.Stdout)
@@ -236,18 +234,48 @@ func awaitGo(sock int) bool {
 	return err == nil && string(b[:n]) == "go"
 }
 
-// setUpJob gives a warm sandbox one job's parts: its limits, a new session
-// keyring, a fresh job directory and /tmp, its passwd and group, and its
-// code moved to /spider (a fresh read-only tmpfs) from the detached
-// mounts the launcher made.
-func setUpJob(p Policy, trees []warmTree, files []*os.File) error {
-	// A mount namespace for the job, copied from the warm one, for this
-	// thread (the spider is forked from it): every mount below is made
-	// there, and goes when the job's last process and this thread have
-	// left it (cleanUp).
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("job mount namespace: %w", err)
+// warmState is what a warm init keeps between jobs: its job directory, a
+// tmpfs mounted once (with its tmp/ bound at /tmp) and emptied after each
+// job, and what it made for the last job's code. A job changes no mount
+// but its code's, so that no job needs a mount namespace of its own (whose
+// copy and teardown cost more than the rest of a job's set-up).
+type warmState struct {
+	diskMB int
+	tmp    uint64   // the inode of /job/tmp, bound at /tmp
+	points []string // the code's mount points made in the root, in order
+	mounts []string // the code's mounts, in order
+}
+
+// newWarmState mounts the job directory, owned by root until a job comes.
+func newWarmState(diskMB int) (*warmState, error) {
+	if err := jobDir(Policy{Dir: JobDir, Limits: Limits{DiskMB: diskMB}}); err != nil {
+		return nil, err
 	}
+	var fi unix.Stat_t
+	if err := unix.Stat("/tmp", &fi); err != nil {
+		return nil, err
+	}
+	return &warmState{diskMB: diskMB, tmp: fi.Ino}, unix.Chdir("/")
+}
+
+// setRootRO makes the root mount (not what is mounted on it) read-only
+// again, or writable for a moment while no job's process runs.
+func setRootRO(ro bool) error {
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if !ro {
+		attr = &unix.MountAttr{Attr_clr: unix.MOUNT_ATTR_RDONLY}
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, attr); err != nil {
+		return fmt.Errorf("root read-only %v: %w", ro, err)
+	}
+	return nil
+}
+
+// setUpJob gives a warm sandbox one job's parts: its limits, a new session
+// keyring, the job directory sized for it and its own, its passwd and
+// group, and its code moved under /spider from the detached read-only
+// mounts the launcher made.
+func (st *warmState) setUpJob(p Policy, trees []warmTree, files []*os.File) error {
 	if err := limit(p.Limits); err != nil {
 		return fmt.Errorf("set limits: %w", err)
 	}
@@ -256,66 +284,85 @@ func setUpJob(p Policy, trees []warmTree, files []*os.File) error {
 	if _, _, e := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); e != 0 {
 		return fmt.Errorf("session keyring: %w", e)
 	}
-	if err := jobDir(p); err != nil {
+	if p.Limits.DiskMB != st.diskMB {
+		opts := fmt.Sprintf("size=%dm", p.Limits.DiskMB)
+		if err := unix.Mount("", JobDir, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+			return fmt.Errorf("size the job directory: %w", err)
+		}
+		st.diskMB = p.Limits.DiskMB
+	}
+	for _, d := range []string{JobDir, JobDir + "/tmp"} {
+		if err := unix.Chown(d, p.UID, p.GID); err != nil {
+			return fmt.Errorf("chown %s: %w", d, err)
+		}
+	}
+	if err := setRootRO(false); err != nil {
 		return err
 	}
-	if err := unix.Mount("tmpfs", CodeDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=1m,mode=0755"); err != nil {
-		return fmt.Errorf("mount %s: %w", CodeDir, err)
+	err := st.makePoints(p, trees, files)
+	if err2 := setRootRO(true); err == nil {
+		err = err2
 	}
-	for _, f := range []struct{ name, content string }{{"passwd", passwdFor(p)}, {"group", groupFor(p)}} {
-		stage := CodeDir + "/." + f.name
-		if err := os.WriteFile(stage, []byte(f.content), 0o644); err != nil {
+	if err != nil {
+		return err
+	}
+	for _, t := range trees {
+		if err := unix.MoveMount(int(files[t.FD].Fd()), "", unix.AT_FDCWD, t.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("bind %s: %w", t.Target, err)
+		}
+		st.mounts = append(st.mounts, t.Target)
+	}
+	return unix.Chdir(JobDir)
+}
+
+// makePoints writes the job's passwd and group and makes its code's mount
+// points (and their parents) below /spider, while "/" is writable.
+func (st *warmState) makePoints(p Policy, trees []warmTree, files []*os.File) error {
+	for _, f := range []struct{ name, content string }{{"/etc/passwd", passwdFor(p)}, {"/etc/group", groupFor(p)}} {
+		if err := os.WriteFile(f.name, []byte(f.content), 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
-		}
-		t := "/etc/" + f.name
-		if err := unix.Mount(stage, t, "", unix.MS_BIND, ""); err != nil {
-			return fmt.Errorf("bind %s: %w", t, err)
-		}
-		if err := unix.MountSetattr(unix.AT_FDCWD, t, 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}); err != nil {
-			return fmt.Errorf("make %s read-only: %w", t, err)
-		}
-		if err := unix.Unlink(stage); err != nil {
-			return fmt.Errorf("unlink %s: %w", stage, err)
 		}
 	}
 	for _, t := range trees {
 		if t.FD < 0 || t.FD >= len(files) {
 			return fmt.Errorf("tree fd %d of %d", t.FD, len(files))
 		}
-		if t.Target != CodeDir {
-			rel, ok := strings.CutPrefix(t.Target, CodeDir+"/")
-			if !ok || rel == "" || filepath.Clean(t.Target) != t.Target {
-				return fmt.Errorf("bind target %s is not below %s", t.Target, CodeDir)
-			}
-			if err := os.MkdirAll(filepath.Dir(t.Target), 0o755); err != nil {
-				return err
-			}
-			var err error
-			if t.Dir {
-				err = unix.Mkdir(t.Target, 0o755)
-			} else {
-				err = unix.Mknod(t.Target, unix.S_IFREG|0o644, 0)
-			}
-			if err != nil {
-				return fmt.Errorf("mount point %s: %w", t.Target, err)
+		if t.Target == CodeDir {
+			continue
+		}
+		rel, ok := strings.CutPrefix(t.Target, CodeDir+"/")
+		if !ok || rel == "" || filepath.Clean(t.Target) != t.Target {
+			return fmt.Errorf("bind target %s is not below %s", t.Target, CodeDir)
+		}
+		parts := strings.Split(rel, "/")
+		dir := CodeDir
+		for _, part := range parts[:len(parts)-1] {
+			dir += "/" + part
+			if err := unix.Mkdir(dir, 0o755); err == nil {
+				st.points = append(st.points, dir)
+			} else if !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("mount point %s: %w", dir, err)
 			}
 		}
-		if err := unix.MoveMount(int(files[t.FD].Fd()), "", unix.AT_FDCWD, t.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("bind %s: %w", t.Target, err)
+		var err error
+		if t.Dir {
+			err = unix.Mkdir(t.Target, 0o755)
+		} else {
+			err = unix.Mknod(t.Target, unix.S_IFREG|0o644, 0)
 		}
-	}
-	ro := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
-	if err := unix.MountSetattr(unix.AT_FDCWD, CodeDir, unix.AT_RECURSIVE, ro); err != nil {
-		return fmt.Errorf("make %s read-only: %w", CodeDir, err)
+		if err != nil {
+			return fmt.Errorf("mount point %s: %w", t.Target, err)
+		}
+		st.points = append(st.points, t.Target)
 	}
 	return nil
 }
 
 // cleanUp ends what is left of a job: every process of the namespace but
-// this init is killed and reaped, and the init goes back to the warm mount
-// namespace base, which the job never touched. A non-empty answer says
-// why the sandbox is not as built (the init retires).
-func cleanUp(base int) string {
+// this init is killed and reaped, the code's mounts and mount points go,
+// and the job directory is emptied and given back to root. A non-empty
+// answer says why the sandbox is not as built (the init retires).
+func (st *warmState) cleanUp() string {
 	for {
 		// Again after every reap: a process forked while the last kill
 		// went round is caught by the next.
@@ -333,15 +380,101 @@ func cleanUp(base int) string {
 		}
 	}
 	// No child left: every process of the namespace descends from this
-	// init, orphans included. (The launcher checks too: the job's
-	// cgroups must be empty before this init takes another job.)
-	// Back to the warm mount namespace (root and cwd its root): the
-	// job's, with all its mounts, is freed as this thread leaves it.
-	if err := unix.Setns(base, unix.CLONE_NEWNS); err != nil {
-		return "back to the warm mount namespace: " + err.Error()
+	// init, orphans included. (The launcher checks too: the init's
+	// cgroups must hold it alone before it takes another job.)
+	if err := unix.Chdir("/"); err != nil {
+		return err.Error()
 	}
-	if ents, err := os.ReadDir(JobDir); err != nil || len(ents) > 0 {
+	for i := len(st.mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(st.mounts[i], unix.MNT_DETACH); err != nil {
+			return "unmount " + st.mounts[i] + ": " + err.Error()
+		}
+	}
+	st.mounts = st.mounts[:0]
+	if len(st.points) > 0 {
+		if err := setRootRO(false); err != nil {
+			return err.Error()
+		}
+		// Each is an empty file or directory this init made (a mount
+		// point still in use would fail, not be emptied).
+		for i := len(st.points) - 1; i >= 0; i-- {
+			err := unix.Rmdir(st.points[i])
+			if errors.Is(err, unix.ENOTDIR) {
+				err = unix.Unlink(st.points[i])
+			}
+			if err != nil {
+				setRootRO(true)
+				return "remove " + st.points[i] + ": " + err.Error()
+			}
+		}
+		st.points = st.points[:0]
+		if err := setRootRO(true); err != nil {
+			return err.Error()
+		}
+	}
+	return st.emptyJobDir()
+}
+
+// emptyJobDir removes everything the job left in its directory and /tmp,
+// and gives both back to root as built: mode 0700, no extended attribute
+// (nor ACL). Anything unexpected retires the init.
+func (st *warmState) emptyJobDir() string {
+	for _, d := range []string{JobDir + "/tmp", JobDir} {
+		ents, err := os.ReadDir(d)
+		if err != nil {
+			return "read " + d + ": " + err.Error()
+		}
+		for _, e := range ents {
+			if d == JobDir && e.Name() == "tmp" {
+				continue
+			}
+			// RemoveAll neither follows symbolic links nor crosses into
+			// what it cannot open as a directory of its own.
+			if err := os.RemoveAll(filepath.Join(d, e.Name())); err != nil {
+				return "empty " + d + ": " + err.Error()
+			}
+		}
+		if err := unix.Chown(d, 0, 0); err != nil {
+			return "chown " + d + ": " + err.Error()
+		}
+		if err := unix.Chmod(d, 0o700); err != nil {
+			return "chmod " + d + ": " + err.Error()
+		}
+		if why := dropXattrs(d); why != "" {
+			return why
+		}
+	}
+	// As built: tmp/ alone in the job directory, the very one at /tmp.
+	ents, err := os.ReadDir(JobDir)
+	var a, b unix.Stat_t
+	if err != nil || len(ents) != 1 || ents[0].Name() != "tmp" ||
+		unix.Lstat(JobDir+"/tmp", &a) != nil || unix.Stat("/tmp", &b) != nil || a.Ino != st.tmp || b.Ino != st.tmp {
 		return fmt.Sprintf("%s is not as built (%d entries, %v)", JobDir, len(ents), err)
+	}
+	if ents, err := os.ReadDir("/tmp"); err != nil || len(ents) > 0 {
+		return fmt.Sprintf("/tmp is not as built (%d entries, %v)", len(ents), err)
+	}
+	return ""
+}
+
+// dropXattrs removes every extended attribute of path (user ones a job may
+// set on its own directory; POSIX ACLs are system.posix_acl_*).
+func dropXattrs(path string) string {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(path, buf)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return ""
+		}
+		return "list xattrs of " + path + ": " + err.Error()
+	}
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name == "" {
+			continue
+		}
+		if err := unix.Lremovexattr(path, name); err != nil {
+			return "remove xattr " + name + " of " + path + ": " + err.Error()
+		}
 	}
 	return ""
 }
