@@ -339,25 +339,7 @@ func (j *jobCgroup) release(oomKills int) error {
 
 // empty reports whether no process is left in the job's cgroups, waiting a
 // little (as remove does) for one that is still exiting.
-func (j *jobCgroup) empty() bool {
-	deadline := time.Now().Add(2 * time.Second)
-	for _, d := range j.dirs {
-		for {
-			procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-			if err != nil {
-				return false
-			}
-			if len(bytes.TrimSpace(procs)) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return false
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	return true
-}
+func (j *jobCgroup) empty() bool { return j.holds("") }
 
 // close removes the idle pool; cgroups still in use are removed as their
 // jobs end.
@@ -454,18 +436,21 @@ func (j *jobCgroup) remove() error {
 	return errors.Join(errs...)
 }
 
-// holdsOnly reports whether pid is the one process left in the cgroups (a
-// process that was just reaped may show for a moment: it waits up to 2 s).
-func (j *jobCgroup) holdsOnly(pid int) bool {
-	want := []byte(strconv.Itoa(pid))
+// holdsOnly reports whether pid is the one process left in the cgroups.
+func (j *jobCgroup) holdsOnly(pid int) bool { return j.holds(strconv.Itoa(pid)) }
+
+// holds reports whether the cgroups' processes are exactly procs (a pid,
+// or "" for none); a process that was just reaped may show for a moment,
+// so it waits up to 2 s for that.
+func (j *jobCgroup) holds(procs string) bool {
 	deadline := time.Now().Add(2 * time.Second)
 	for _, d := range j.dirs {
 		for {
-			procs, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			got, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 			if err != nil {
 				return false
 			}
-			if bytes.Equal(bytes.TrimSpace(procs), want) {
+			if string(bytes.TrimSpace(got)) == procs {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -198,7 +199,13 @@ func assertNoJobLinks(t *testing.T) {
 	var left []string
 	gone := func() bool {
 		left = nil
+		// A dump that links changed under (other tests' jobs) is read
+		// again at the next poll.
 		links, err := netlink.LinkList()
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			left = append(left, "(links changed while listed)")
+			return false
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,6 +215,10 @@ func assertNoJobLinks(t *testing.T) {
 			}
 		}
 		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			left = append(left, "(routes changed while listed)")
+			return false
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
