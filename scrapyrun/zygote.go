@@ -82,10 +82,10 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 	}
 	control := os.NewFile(uintptr(fds[0]), "zygote")
 	theirs := os.NewFile(uintptr(fds[1]), "zygote-child")
-	defer theirs.Close()
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		control.Close()
+		theirs.Close()
 		return nil, fmt.Errorf("zygote pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
@@ -102,6 +102,9 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 	begin := time.Now()
 	err = cmd.Start()
 	errW.Close() // the zygote's alone: its end is EOF once the zygote and its children are gone
+	// Ours closed now, not at return: a zygote that dies while it
+	// imports is EOF on control at once, not a wait for the deadline.
+	theirs.Close()
 	if err != nil {
 		control.Close()
 		errR.Close()

@@ -345,3 +345,14 @@ class Probe(scrapy.Spider):
 		}
 	}
 }
+
+// TestZygoteDiesStarting: a zygote whose interpreter exits before it is
+// warm (Scrapy missing, say) is an error that says it exited, as soon as
+// it has: not a read that waits for the start's deadline.
+func TestZygoteDiesStarting(t *testing.T) {
+	t.Parallel()
+	_, err := StartZygote(t.Context(), ZygoteConfig{Python: "/usr/bin/false"})
+	if err == nil || !strings.Contains(err.Error(), "it exited (exit status 1)") {
+		t.Fatalf("err %v, want one that says it exited", err)
+	}
+}
