@@ -277,7 +277,7 @@ func (j *jobCgroup) setLimits(lim Limits) error {
 		writes = append(writes, [2]string{j.dirs[len(j.dirs)-1] + "/pids.max", pids})
 	}
 	for _, w := range writes {
-		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
+		if err := writeSmall(w[0], w[1]); err != nil {
 			if strings.Contains(w[0], "sw") && errors.Is(err, os.ErrNotExist) {
 				continue // no swap accounting on this kernel
 			}
@@ -310,7 +310,7 @@ func (j *jobCgroup) reset(lim Limits) error {
 		}
 		return nil
 	}
-	if err := os.WriteFile(filepath.Join(j.dirs[0], "memory.max_usage_in_bytes"), []byte("0"), 0); err != nil {
+	if err := writeSmall(j.dirs[0]+"/memory.max_usage_in_bytes", "0"); err != nil {
 		return fmt.Errorf("reset cgroup peak: %w", err)
 	}
 	return nil
@@ -372,7 +372,7 @@ func (j *jobCgroup) oomKills() int {
 	if !j.v2 {
 		file = "memory.oom_control"
 	}
-	data, err := os.ReadFile(filepath.Join(j.dirs[0], file))
+	data, err := readSmall(j.dirs[0] + "/" + file)
 	if err != nil {
 		return 0
 	}
@@ -402,7 +402,7 @@ func (j *jobCgroup) memoryPeak() int64 {
 			err = nil
 		}
 	} else {
-		data, err = os.ReadFile(filepath.Join(j.dirs[0], file))
+		data, err = readSmall(j.dirs[0] + "/" + file)
 	}
 	if err != nil {
 		return 0
@@ -446,7 +446,7 @@ func (j *jobCgroup) holds(procs string) bool {
 	deadline := time.Now().Add(2 * time.Second)
 	for _, d := range j.dirs {
 		for {
-			got, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			got, err := readSmall(d + "/cgroup.procs")
 			if err != nil {
 				return false
 			}

@@ -35,13 +35,13 @@ func newUIDPool(dir string, first, last int) (*uidPool, error) {
 // uidLease is one held uid.
 type uidLease struct {
 	uid int
-	f   *os.File
+	fd  int // of the uid's lock file, flocked; -1 once released
 }
 
 func (l *uidLease) release() {
-	if l != nil && l.f != nil {
-		l.f.Close() // drops the flock
-		l.f = nil
+	if l != nil && l.fd >= 0 {
+		syscall.Close(l.fd) // drops the flock
+		l.fd = -1
 	}
 }
 
@@ -52,15 +52,17 @@ func (p *uidPool) acquire() (*uidLease, error) {
 	start := rand.IntN(n)
 	for i := 0; i < n; i++ {
 		uid := p.first + (start+i)%n
-		f, err := os.OpenFile(filepath.Join(p.dir, strconv.Itoa(uid)), os.O_CREATE|os.O_RDWR|syscall.O_CLOEXEC, 0o600)
+		// A raw fd: an *os.File's poller registration would cost more
+		// than the lock.
+		fd, err := syscall.Open(p.dir+"/"+strconv.Itoa(uid), syscall.O_CREAT|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("uid lock: %w", err)
 		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return &uidLease{uid: uid, f: f}, nil
+			return &uidLease{uid: uid, fd: fd}, nil
 		}
-		f.Close()
+		syscall.Close(fd)
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("uid lock %d: %w", uid, err)
 		}

@@ -64,8 +64,11 @@ const warmMinCPUSeconds = 600
 
 // warmInit is one warm init, the launcher's child.
 type warmInit struct {
-	cmd  *exec.Cmd
-	sock int        // the launcher's end of the SOCK_SEQPACKET pair
+	cmd *exec.Cmd
+	// The launcher's end of the SOCK_SEQPACKET pair, non-blocking: a wait
+	// for the init (a job's whole run) parks a goroutine in the runtime's
+	// poller rather than holding a thread, and its P, in recvmsg.
+	sock *os.File
 	cg   *jobCgroup // the init's for its life, and its jobs'
 	jobs int
 	// retired: killed and reaped, with waitErr (see retire).
@@ -221,7 +224,7 @@ func (w *warmPool) close() {
 func (wi *warmInit) retire() error {
 	if !wi.retired {
 		wi.retired = true
-		unix.Close(wi.sock)
+		wi.sock.Close()
 		wi.cmd.Process.Kill()
 		wi.waitErr = wi.cmd.Wait()
 		if wi.cg != nil {
@@ -237,7 +240,18 @@ func (wi *warmInit) send(msg []byte, fds []int) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
-	return unix.Sendmsg(wi.sock, msg, oob, nil, 0)
+	rc, err := wi.sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	if err := rc.Write(func(fd uintptr) bool {
+		sendErr = unix.Sendmsg(int(fd), msg, oob, nil, 0)
+		return sendErr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return sendErr
 }
 
 // recv is the init's next message; errWarmGone when it is gone.
@@ -251,27 +265,34 @@ func (wi *warmInit) recv() (string, error) {
 func (wi *warmInit) recvCreds() (string, int, error) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
-	for {
-		n, oobn, _, _, err := unix.Recvmsg(wi.sock, buf, oob, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return "", 0, fmt.Errorf("%w: %v", errWarmGone, err)
-		}
-		if n == 0 {
-			return "", 0, errWarmGone
-		}
-		pid := 0
-		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-			for _, m := range msgs {
-				if c, err := unix.ParseUnixCredentials(&m); err == nil {
-					pid = int(c.Pid)
-				}
+	rc, err := wi.sock.SyscallConn()
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %v", errWarmGone, err)
+	}
+	var n, oobn int
+	var recvErr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, recvErr = unix.Recvmsg(int(fd), buf, oob, 0)
+		return recvErr != unix.EAGAIN && recvErr != unix.EINTR
+	})
+	if err == nil {
+		err = recvErr
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %v", errWarmGone, err)
+	}
+	if n == 0 {
+		return "", 0, errWarmGone
+	}
+	pid := 0
+	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, m := range msgs {
+			if c, err := unix.ParseUnixCredentials(&m); err == nil {
+				pid = int(c.Pid)
 			}
 		}
-		return string(buf[:n]), pid, nil
 	}
+	return string(buf[:n]), pid, nil
 }
 
 var errWarmGone = errors.New("the warm init is gone")
@@ -304,8 +325,13 @@ func (l *Launcher) startWarm() (*warmInit, error) {
 		unix.Close(fds[0])
 		return nil, fmt.Errorf("start warm init: %w", err)
 	}
-	wi := &warmInit{cmd: cmd, sock: fds[0]}
-	if err := unix.SetsockoptInt(wi.sock, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+	wi := &warmInit{cmd: cmd}
+	err = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	if err == nil {
+		err = unix.SetNonblock(fds[0], true)
+	}
+	wi.sock = os.NewFile(uintptr(fds[0]), "warm-init")
+	if err != nil {
 		wi.retire()
 		return nil, fmt.Errorf("warm init socket: %w", err)
 	}
@@ -332,10 +358,9 @@ func (l *Launcher) startWarm() (*warmInit, error) {
 		wi.retire()
 		return nil, fmt.Errorf("send warm init its root: %w", err)
 	}
-	tv := unix.NsecToTimeval(initReadyTimeout.Nanoseconds())
-	unix.SetsockoptTimeval(wi.sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	wi.sock.SetReadDeadline(time.Now().Add(initReadyTimeout))
 	msg, err := wi.recv()
-	unix.SetsockoptTimeval(wi.sock, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{})
+	wi.sock.SetReadDeadline(time.Time{})
 	if err != nil || msg != "ready" {
 		wi.retire()
 		if why, ok := strings.CutPrefix(msg, "error "); ok {
@@ -522,7 +547,7 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, code []Mount) (
 
 // childOf reports whether pid's parent is ppid.
 func childOf(pid, ppid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := readSmall("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
 	}

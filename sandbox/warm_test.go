@@ -55,11 +55,22 @@ func runOn(t *testing.T, l *sandbox.Launcher, initPID, notUID int, name, body st
 	return output{}, 0
 }
 
+// mqOpen, as MQ_OPEN, is Python that opens the POSIX message queue
+// argv[1] (creating it, mode 0666, if argv[2] is "create") and says how.
+const mqOpen = `MQ_OPEN=import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+create = len(sys.argv) > 2
+fd = libc.mq_open(sys.argv[1].encode(), os.O_RDWR | (os.O_CREAT if create else 0), 0o666, None)
+print("mq %s: %s" % (sys.argv[1], "open" if fd >= 0 else "errno %d" % ctypes.get_errno()))
+sys.exit(0 if fd >= 0 or not create else 1)`
+
 // TestWarmNextTenantSeesNothing: a warm init reused for another tenant
 // keeps nothing of the last one's: no process (a setsid daemon), no file
 // in /tmp or /job (a tree, a symbolic link out), no mode or extended
-// attribute it set on them, no SysV shared memory, no mount of its code,
-// nothing of its uid; the hostname is the sandbox's.
+// attribute it set on them, no SysV shared memory, semaphore set or message
+// queue, no POSIX message queue, no mount of its code, nothing of its uid;
+// the hostname is the sandbox's.
 func TestWarmNextTenantSeesNothing(t *testing.T) {
 	l := warmLauncher(t)
 	var initPID, uidA int
@@ -71,14 +82,15 @@ echo secret-a > /job/a-file
 mkdir -p /job/deep/er && echo x > /job/deep/er/f && ln -s /etc /job/etc-link || exit 5
 chmod 0777 /job /tmp || exit 6
 /usr/bin/python3 -c 'import os; os.setxattr("/job", "user.secret", b"a"); os.setxattr("/tmp", "user.secret", b"a")' || exit 7
-ipcmk -M 4096 >/dev/null || exit 3
+ipcmk -M 4096 -p 0666 >/dev/null && ipcmk -S 1 -p 0666 >/dev/null && ipcmk -Q -p 0666 >/dev/null || exit 3
+/usr/bin/python3 -c "$MQ_OPEN" /tenant-a create || exit 8
 i=0
 while [ ! -e /tmp/daemon-up ]; do i=$((i+1)); [ $i -gt 5000 ] && exit 4; sleep 0.001; done
-echo "shm $(ipcs -m | grep -c '^0x')"
-`)
+echo "ipc $(ipcs -m | grep -c '^0x') $(ipcs -s | grep -c '^0x') $(ipcs -q | grep -c '^0x')"
+`, mqOpen)
 		initPID, uidA = a.InitPID(), a.UID()
 		o := wait()
-		if o.res.Err != nil || !strings.Contains(o.stdout, "shm 1") {
+		if o.res.Err != nil || !strings.Contains(o.stdout, "ipc 1 1 1") {
 			t.Fatalf("tenant A: %v: %q %s", o.res.Err, o.stdout, o.stderr)
 		}
 		if pids := testenv.ProcessesOf(uidA); len(pids) > 0 {
@@ -96,7 +108,8 @@ echo "shm $(ipcs -m | grep -c '^0x')"
 echo "uid $(id -u)"
 echo "tmp [$(ls -A /tmp)]"
 echo "job [$(ls -A /job)]"
-echo "shm $(ipcs -m | grep -c '^0x')"
+echo "ipc $(ipcs -m | grep -c '^0x') $(ipcs -s | grep -c '^0x') $(ipcs -q | grep -c '^0x')"
+/usr/bin/python3 -c "$MQ_OPEN" /tenant-a
 echo "spider [$(ls -A /spider)]"
 echo "mounts of a $(grep -c tenant-a /proc/self/mountinfo)"
 echo "uids [$(cat /proc/[0-9]*/status | awk '/^Uid:/ {print $2}' | sort -u | tr '\n' ' ')]"
@@ -104,7 +117,7 @@ echo "owned by a [$(find /job /tmp /dev /spider -xdev -uid "$A_UID" 2>/dev/null)
 echo "host $(hostname)"
 echo "modes $(stat -c %a /job) $(stat -c %a /tmp)"
 /usr/bin/python3 -c 'import os; print("xattrs", os.listxattr("/job"), os.listxattr("/tmp"))'
-`, "A_UID="+strconv.Itoa(uidA))
+`, "A_UID="+strconv.Itoa(uidA), mqOpen)
 	if b.res.Err != nil {
 		t.Fatalf("tenant B: %v: %s", b.res.Err, b.stderr)
 	}
@@ -112,7 +125,8 @@ echo "modes $(stat -c %a /job) $(stat -c %a /tmp)"
 		"uid " + strconv.Itoa(uidB),
 		"tmp []",
 		"job [tmp]",
-		"shm 0",
+		"ipc 0 0 0",
+		"mq /tenant-a: errno 2", // ENOENT
 		"spider [tenant-b.sh]",
 		"mounts of a 0",
 		"uids [0 " + strconv.Itoa(uidB) + " ]", // the init, and B
