@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroups creates the jobs' memory and pids cgroups, under the worker's own
@@ -195,6 +197,7 @@ func setupV2(own string) (*cgroups, error) {
 type jobCgroup struct {
 	v2   bool
 	dirs []string // v2: one; v1: memory, pids
+	fds  []int    // the dirs, open (O_PATH): their files are opened from these
 	// pooled: from and back to owner's pool (v1).
 	pooled bool
 	owner  *cgroups
@@ -246,6 +249,12 @@ func (c *cgroups) make(name string, lim Limits) (*jobCgroup, error) {
 			return nil, fmt.Errorf("create cgroup: %w", err)
 		}
 		j.dirs = append(j.dirs, d)
+		fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			j.remove()
+			return nil, fmt.Errorf("open cgroup: %w", err)
+		}
+		j.fds = append(j.fds, fd)
 	}
 	if err := j.setLimits(lim); err != nil {
 		j.remove()
@@ -259,14 +268,17 @@ func (c *cgroups) make(name string, lim Limits) (*jobCgroup, error) {
 func (j *jobCgroup) setLimits(lim Limits) error {
 	mem := strconv.FormatInt(int64(lim.MemoryMB)<<20, 10)
 	pids := strconv.Itoa(lim.Procs + 32)
-	var writes [][2]string
+	type write struct {
+		dir         int // index of dirs
+		file, value string
+	}
+	var writes []write
 	if mem != j.mem {
 		if j.v2 {
-			d := j.dirs[0]
-			writes = append(writes, [2]string{d + "/memory.max", mem}, [2]string{d + "/memory.swap.max", "0"})
+			writes = append(writes, write{0, "memory.max", mem}, write{0, "memory.swap.max", "0"})
 		} else {
 			// v1 wants memory <= memory+swap at every step.
-			m := [][2]string{{j.dirs[0] + "/memory.limit_in_bytes", mem}, {j.dirs[0] + "/memory.memsw.limit_in_bytes", mem}}
+			m := []write{{0, "memory.limit_in_bytes", mem}, {0, "memory.memsw.limit_in_bytes", mem}}
 			if old, err := strconv.ParseInt(j.mem, 10, 64); err == nil && int64(lim.MemoryMB)<<20 > old {
 				m[0], m[1] = m[1], m[0]
 			}
@@ -274,15 +286,15 @@ func (j *jobCgroup) setLimits(lim Limits) error {
 		}
 	}
 	if pids != j.pids {
-		writes = append(writes, [2]string{j.dirs[len(j.dirs)-1] + "/pids.max", pids})
+		writes = append(writes, write{len(j.dirs) - 1, "pids.max", pids})
 	}
 	for _, w := range writes {
-		if err := writeSmall(w[0], w[1]); err != nil {
-			if strings.Contains(w[0], "sw") && errors.Is(err, os.ErrNotExist) {
+		if err := writeAt(j.fds[w.dir], w.file, w.value); err != nil {
+			if strings.Contains(w.file, "sw") && errors.Is(err, os.ErrNotExist) {
 				continue // no swap accounting on this kernel
 			}
 			j.mem, j.pids = "", "" // unknown now
-			return fmt.Errorf("cgroup limit %s: %w", filepath.Base(w[0]), err)
+			return fmt.Errorf("cgroup limit %s: %w", w.file, err)
 		}
 	}
 	j.mem, j.pids = mem, pids
@@ -310,7 +322,7 @@ func (j *jobCgroup) reset(lim Limits) error {
 		}
 		return nil
 	}
-	if err := writeSmall(j.dirs[0]+"/memory.max_usage_in_bytes", "0"); err != nil {
+	if err := writeAt(j.fds[0], "memory.max_usage_in_bytes", "0"); err != nil {
 		return fmt.Errorf("reset cgroup peak: %w", err)
 	}
 	return nil
@@ -358,8 +370,8 @@ func (c *cgroups) close() error {
 
 // join moves pid into the job's cgroups.
 func (j *jobCgroup) join(pid int) error {
-	for _, d := range j.dirs {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+	for i, d := range j.dirs {
+		if err := writeAt(j.fds[i], "cgroup.procs", strconv.Itoa(pid)); err != nil {
 			return fmt.Errorf("join cgroup %s: %w", d, err)
 		}
 	}
@@ -372,7 +384,7 @@ func (j *jobCgroup) oomKills() int {
 	if !j.v2 {
 		file = "memory.oom_control"
 	}
-	data, err := readSmall(j.dirs[0] + "/" + file)
+	data, err := readAt(j.fds[0], file)
 	if err != nil {
 		return 0
 	}
@@ -402,7 +414,7 @@ func (j *jobCgroup) memoryPeak() int64 {
 			err = nil
 		}
 	} else {
-		data, err = readSmall(j.dirs[0] + "/" + file)
+		data, err = readAt(j.fds[0], file)
 	}
 	if err != nil {
 		return 0
@@ -418,6 +430,10 @@ func (j *jobCgroup) remove() error {
 		j.peak.Close()
 		j.peak = nil
 	}
+	for _, fd := range j.fds {
+		unix.Close(fd)
+	}
+	j.fds = nil
 	var errs []error
 	for _, d := range j.dirs {
 		deadline := time.Now().Add(2 * time.Second)
@@ -444,9 +460,9 @@ func (j *jobCgroup) holdsOnly(pid int) bool { return j.holds(strconv.Itoa(pid)) 
 // so it waits up to 2 s for that.
 func (j *jobCgroup) holds(procs string) bool {
 	deadline := time.Now().Add(2 * time.Second)
-	for _, d := range j.dirs {
+	for _, d := range j.fds {
 		for {
-			got, err := readSmall(d + "/cgroup.procs")
+			got, err := readAt(d, "cgroup.procs")
 			if err != nil {
 				return false
 			}

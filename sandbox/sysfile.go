@@ -10,8 +10,12 @@ import (
 // close: os.ReadFile adds an fstat, the poller's registration and its
 // removal, which for the few such files a job's start and end read are
 // most of the cost.
-func readSmall(path string) ([]byte, error) {
-	fd, err := openRetry(path, unix.O_RDONLY)
+func readSmall(path string) ([]byte, error) { return readAt(unix.AT_FDCWD, path) }
+
+// readAt is readSmall of name in the directory dir (an fd): a cgroup's
+// files are looked up from its directory, not along the whole path.
+func readAt(dir int, path string) ([]byte, error) {
+	fd, err := openRetry(dir, path, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -37,8 +41,11 @@ func readSmall(path string) ([]byte, error) {
 
 // writeSmall writes data to a cgroup or /proc file in one write, as
 // readSmall reads.
-func writeSmall(path, data string) error {
-	fd, err := openRetry(path, unix.O_WRONLY)
+func writeSmall(path, data string) error { return writeAt(unix.AT_FDCWD, path, data) }
+
+// writeAt is writeSmall of name in the directory dir, as readAt.
+func writeAt(dir int, path, data string) error {
+	fd, err := openRetry(dir, path, unix.O_WRONLY)
 	if err != nil {
 		return err
 	}
@@ -58,9 +65,9 @@ func writeSmall(path, data string) error {
 	}
 }
 
-func openRetry(path string, mode int) (int, error) {
+func openRetry(dir int, path string, mode int) (int, error) {
 	for {
-		fd, err := unix.Open(path, mode|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat(dir, path, mode|unix.O_CLOEXEC, 0)
 		if err == unix.EINTR {
 			continue
 		}

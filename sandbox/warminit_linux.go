@@ -419,19 +419,20 @@ func overwrite(path, content string) error {
 // and the job directory is emptied and given back to root. A non-empty
 // answer says why the sandbox is not as built (the init retires).
 func (st *warmState) cleanUp() string {
-	for {
+	// No child at all: nothing is left to kill (a kill of -1 walks every
+	// process of the host to find the namespace's).
+	var ws unix.WaitStatus
+	_, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+	for !errors.Is(err, unix.ECHILD) {
 		// Again after every reap: a process forked while the last kill
 		// went round is caught by the next.
 		unix.Kill(-1, unix.SIGKILL)
-		var ws unix.WaitStatus
-		_, err := unix.Wait4(-1, &ws, 0, nil)
+		_, err = unix.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, unix.EINTR) {
+			err = nil
 			continue
 		}
-		if errors.Is(err, unix.ECHILD) {
-			break
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, unix.ECHILD) {
 			return "reap: " + err.Error()
 		}
 	}
