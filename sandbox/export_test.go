@@ -44,3 +44,7 @@ func PreferWarmInit(l *Launcher, pid int) bool {
 	}
 	return false
 }
+
+// KeptCode reports whether p's warm init still had p's code mounted from
+// its last job, for tests.
+func (p *Process) KeptCode() bool { return p.keptCode }

@@ -139,10 +139,12 @@ type Process struct {
 	statusLines *bufio.Reader
 
 	// Warm (see warm.go): the init that runs the job, the spider's pid
-	// (its process group's), and the pool the init goes back to.
-	warm    *warmInit
-	warmPid int
-	pool    *warmPool
+	// (its process group's), the pool the init goes back to, and whether
+	// the job's code was the init's last job's, still mounted.
+	warm     *warmInit
+	warmPid  int
+	pool     *warmPool
+	keptCode bool
 }
 
 // Start starts c under p. With the sandbox on, it takes a uid for the job,

@@ -81,6 +81,12 @@ func script(t *testing.T, name, body string) (sandbox.Mount, string) {
 func start(t *testing.T, l *sandbox.Launcher, name, body string, env ...string) (*sandbox.Process, func() output) {
 	t.Helper()
 	m, path := script(t, name, body)
+	return startCode(t, l, m, path, env...)
+}
+
+// startCode starts the code bound by m, at path inside, as start does.
+func startCode(t *testing.T, l *sandbox.Launcher, m sandbox.Mount, path string, env ...string) (*sandbox.Process, func() output) {
+	t.Helper()
 	p, err := l.Policy("test-"+strings.ReplaceAll(t.Name(), "/", "-"), []sandbox.Mount{m}, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -71,6 +71,9 @@ type warmInit struct {
 	sock *os.File
 	cg   *jobCgroup // the init's for its life, and its jobs'
 	jobs int
+	// code is what the init has mounted of the last job's code (it stays
+	// until a job with other code comes).
+	code []codeKey
 	// retired: killed and reaped, with waitErr (see retire).
 	retired bool
 	waitErr error
@@ -410,9 +413,34 @@ func (l *Launcher) warmable(p Policy) ([]Mount, bool) {
 	return code, true
 }
 
+// codeKey is what one code bind of a warm init shows: its source and
+// target, and the file or directory the mount holds (a source replaced by
+// a rename, or a symbolic link pointed elsewhere, is another).
+type codeKey struct {
+	Source, Target string
+	Dev, Ino       uint64
+}
+
+// showsCode reports whether wi has code mounted as a fresh copy of it would
+// be: the same binds, each source still the file or directory mounted.
+func (wi *warmInit) showsCode(code []Mount) bool {
+	if len(code) == 0 || len(code) != len(wi.code) {
+		return false
+	}
+	for i, m := range code {
+		var st unix.Stat_t
+		k := wi.code[i]
+		if k.Source != m.Source || k.Target != m.Target || unix.Stat(m.Source, &st) != nil ||
+			uint64(st.Dev) != k.Dev || st.Ino != k.Ino {
+			return false
+		}
+	}
+	return true
+}
+
 // codeTrees makes a detached read-only copy of each code bind: the warm
-// init moves them into its root.
-func codeTrees(code []Mount) (fds []int, trees []warmTree, err error) {
+// init moves them into its root. keys say what each holds.
+func codeTrees(code []Mount) (fds []int, trees []warmTree, keys []codeKey, err error) {
 	defer func() {
 		if err != nil {
 			closeAll(fds)
@@ -421,21 +449,23 @@ func codeTrees(code []Mount) (fds []int, trees []warmTree, err error) {
 	}()
 	ro := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
 	for _, m := range code {
-		fi, err := os.Stat(m.Source)
-		if err != nil {
-			return fds, nil, fmt.Errorf("build sandbox: bind %s: %w", m.Source, err)
-		}
 		fd, err := unix.OpenTree(unix.AT_FDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 		if err != nil {
-			return fds, nil, fmt.Errorf("build sandbox: bind %s: %w", m.Source, err)
+			return fds, nil, nil, fmt.Errorf("build sandbox: bind %s: %w", m.Source, err)
 		}
 		fds = append(fds, fd)
-		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, ro); err != nil {
-			return fds, nil, fmt.Errorf("build sandbox: bind %s read-only: %w", m.Source, err)
+		// What the mount holds, not what the path names a moment later.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fds, nil, nil, fmt.Errorf("build sandbox: bind %s: %w", m.Source, err)
 		}
-		trees = append(trees, warmTree{Target: m.Target, Dir: fi.IsDir()})
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, ro); err != nil {
+			return fds, nil, nil, fmt.Errorf("build sandbox: bind %s read-only: %w", m.Source, err)
+		}
+		trees = append(trees, warmTree{Target: m.Target, Dir: st.Mode&unix.S_IFMT == unix.S_IFDIR})
+		keys = append(keys, codeKey{Source: m.Source, Target: m.Target, Dev: uint64(st.Dev), Ino: st.Ino})
 	}
-	return fds, trees, nil
+	return fds, trees, keys, nil
 }
 
 func closeAll(fds []int) {
@@ -487,12 +517,21 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, code []Mount) (
 		l.warm.giveBack(wi, false)
 		return nil, err
 	}
-	fds, trees, err := codeTrees(code)
-	if err != nil {
-		return fail(err)
+	// The same code as the init's last job (a spider run again, a
+	// version's next job): it stays mounted, and no unmount (with its RCU
+	// grace period) nor mount is paid.
+	keep := wi.showsCode(code)
+	var fds []int
+	var trees []warmTree
+	var keys []codeKey
+	if !keep {
+		var err error
+		if fds, trees, keys, err = codeTrees(code); err != nil {
+			return fail(err)
+		}
 	}
 	treeFDs := fds
-	job := warmJob{Policy: p, Path: c.Path, Args: c.Args, Env: c.Env, Stdout: -1, Stderr: -1}
+	job := warmJob{Policy: p, Path: c.Path, Args: c.Args, Env: c.Env, Stdout: -1, Stderr: -1, KeepCode: keep}
 	for i := range trees {
 		trees[i].FD = i
 	}
@@ -518,6 +557,9 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, code []Mount) (
 	if err != nil {
 		return fail(fmt.Errorf("%w: send the job: %v", errWarmGone, err))
 	}
+	if !keep {
+		wi.code = keys // or the init fails the job, and retires
+	}
 	msg, credPid, err := wi.recvCreds()
 	if err != nil {
 		return fail(err)
@@ -542,7 +584,7 @@ func (l *Launcher) runWarmJob(wi *warmInit, p Policy, c Command, code []Mount) (
 		return fail(fmt.Errorf("sandbox: %v", err))
 	}
 	wi.jobs++
-	return &Process{policy: p, cg: wi.cg, warm: wi, warmPid: pid, pool: l.warm}, nil
+	return &Process{policy: p, cg: wi.cg, warm: wi, warmPid: pid, pool: l.warm, keptCode: keep}, nil
 }
 
 // childOf reports whether pid's parent is ppid.

@@ -55,6 +55,64 @@ func runOn(t *testing.T, l *sandbox.Launcher, initPID, notUID int, name, body st
 	return output{}, 0
 }
 
+// TestWarmKeepsSameCode: a job whose code is its warm init's last job's
+// finds it still mounted, and sees what a fresh mount would show: a source
+// replaced by a rename is mounted again; another job's code replaces it.
+func TestWarmKeepsSameCode(t *testing.T) {
+	l := warmLauncher(t)
+	m, path := script(t, "same.sh", "echo one\n")
+	// Runs the code until it runs in init (any, if 0), and says how.
+	runCode := func(init int) (output, int, bool) {
+		t.Helper()
+		for i := 0; i < 50; i++ {
+			if init > 0 && !sandbox.PreferWarmInit(l, init) {
+				t.Fatalf("warm init %d is not idle", init)
+			}
+			proc, wait := startCode(t, l, m, path)
+			got, kept := proc.InitPID(), proc.KeptCode()
+			o := wait()
+			if o.res.Err != nil {
+				t.Fatalf("job: %v: %s", o.res.Err, o.stderr)
+			}
+			if proc.Warm() && (init == 0 || got == init) && slices.Contains(sandbox.IdleWarmInits(l), got) {
+				return o, got, kept
+			}
+		}
+		t.Fatalf("no job ran in warm init %d and went back idle", init)
+		return output{}, 0, false
+	}
+	check := func(step string, o output, kept, wantKept bool, want string) {
+		t.Helper()
+		if o.stdout != want+"\n" || kept != wantKept {
+			t.Errorf("%s: printed %q, code kept %v; want %q, kept %v", step, o.stdout, kept, want, wantKept)
+		}
+	}
+	o, init, _ := runCode(0)
+	check("first", o, false, false, "one")
+	o, _, kept := runCode(init)
+	check("same code again", o, kept, true, "one")
+
+	// An editor's save: a new file renamed over the old one.
+	if err := os.WriteFile(m.Source+".new", []byte("#!/bin/sh\necho two\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.Source+".new", m.Source); err != nil {
+		t.Fatal(err)
+	}
+	o, _, kept = runCode(init)
+	check("source replaced", o, kept, false, "two")
+	o, _, kept = runCode(init)
+	check("replaced source again", o, kept, true, "two")
+
+	b, _ := runOn(t, l, init, 0, "other.sh", "ls -A /spider; grep -c same.sh /proc/self/mountinfo\n")
+	if b.res.Err != nil && b.stdout == "" {
+		t.Fatalf("other code: %v: %s", b.res.Err, b.stderr)
+	}
+	if b.stdout != "other.sh\n0\n" {
+		t.Errorf("a job with other code in the same init sees %q of /spider and mounts of same.sh; want only its own, none", b.stdout)
+	}
+}
+
 // mqOpen, as MQ_OPEN, is Python that opens the POSIX message queue
 // argv[1] (creating it, mode 0666, if argv[2] is "create") and says how.
 const mqOpen = `MQ_OPEN=import ctypes, os, sys

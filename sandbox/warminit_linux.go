@@ -42,6 +42,9 @@ type warmJob struct {
 	Args, Env      []string
 	Stdout, Stderr int
 	Trees          []warmTree
+	// KeepCode: the job's code is what the last job's was (the launcher
+	// checked), still mounted: no Trees, nothing unmounted or moved.
+	KeepCode bool
 }
 
 // warmTree is one of the job's code binds: a detached, read-only mount
@@ -166,7 +169,7 @@ func runWarmJob(sock int, msg []byte, files []*os.File, send func(string, ...any
 		return files[i], nil
 	}
 	p := job.Policy
-	if err := st.setUpJob(p, job.Trees, files); err != nil {
+	if err := st.setUpJob(p, &job, files); err != nil {
 		return false, err.Error()
 	}
 	stdout, err := fd(job.Stdout)
@@ -310,9 +313,13 @@ func setRootRO(ro bool) error {
 
 // setUpJob gives a warm sandbox one job's parts: its limits, a new session
 // keyring, the job directory sized for it and its own, its passwd and
-// group, and its code moved under /spider from the detached read-only
-// mounts the launcher made.
-func (st *warmState) setUpJob(p Policy, trees []warmTree, files []*os.File) error {
+// group, and its code: the last job's left mounted when the launcher says
+// it is the same, else that unmounted and the job's moved under /spider
+// from the detached read-only mounts the launcher made.
+func (st *warmState) setUpJob(p Policy, job *warmJob, files []*os.File) error {
+	if job.KeepCode && (len(job.Trees) > 0 || len(st.mounts) == 0) {
+		return errors.New("asked to keep code with new code, or none")
+	}
 	if err := limit(p.Limits); err != nil {
 		return fmt.Errorf("set limits: %w", err)
 	}
@@ -333,33 +340,80 @@ func (st *warmState) setUpJob(p Policy, trees []warmTree, files []*os.File) erro
 			return fmt.Errorf("chown %s: %w", d, err)
 		}
 	}
+	if !job.KeepCode {
+		if err := st.unmountCode(); err != nil {
+			return err
+		}
+	}
 	if err := setRootRO(false); err != nil {
 		return err
 	}
-	err := st.makePoints(p, trees, files)
+	err := writeIDs(p)
+	if err == nil && !job.KeepCode {
+		if err = st.removePoints(); err == nil {
+			err = st.makePoints(job.Trees, files)
+		}
+	}
 	if err2 := setRootRO(true); err == nil {
 		err = err2
 	}
 	if err != nil {
 		return err
 	}
-	for _, t := range trees {
-		if err := unix.MoveMount(int(files[t.FD].Fd()), "", unix.AT_FDCWD, t.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("bind %s: %w", t.Target, err)
+	if !job.KeepCode {
+		for _, t := range job.Trees {
+			if err := unix.MoveMount(int(files[t.FD].Fd()), "", unix.AT_FDCWD, t.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("bind %s: %w", t.Target, err)
+			}
+			st.mounts = append(st.mounts, t.Target)
 		}
-		st.mounts = append(st.mounts, t.Target)
 	}
 	return unix.Chdir(JobDir)
 }
 
-// makePoints writes the job's passwd and group and makes its code's mount
-// points (and their parents) below /spider, while "/" is writable.
-func (st *warmState) makePoints(p Policy, trees []warmTree, files []*os.File) error {
+// writeIDs writes the job's passwd and group, while "/" is writable.
+func writeIDs(p Policy) error {
 	for _, f := range []struct{ name, content string }{{"/etc/passwd", passwdFor(p)}, {"/etc/group", groupFor(p)}} {
 		if err := overwrite(f.name, f.content); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}
+	return nil
+}
+
+// unmountCode unmounts the last job's code. An unmount waits for an
+// expedited RCU grace period (IPIs to every CPU), which is why a job whose
+// code is the last one's keeps it mounted.
+func (st *warmState) unmountCode() error {
+	for i := len(st.mounts) - 1; i >= 0; i-- {
+		if err := unix.Unmount(st.mounts[i], unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", st.mounts[i], err)
+		}
+	}
+	st.mounts = st.mounts[:0]
+	return nil
+}
+
+// removePoints removes the last job's mount points, once unmounted, while
+// "/" is writable. Each is an empty file or directory this init made (a
+// mount point still in use would fail, not be emptied).
+func (st *warmState) removePoints() error {
+	for i := len(st.points) - 1; i >= 0; i-- {
+		err := unix.Rmdir(st.points[i])
+		if errors.Is(err, unix.ENOTDIR) {
+			err = unix.Unlink(st.points[i])
+		}
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", st.points[i], err)
+		}
+	}
+	st.points = st.points[:0]
+	return nil
+}
+
+// makePoints makes the job's code's mount points (and their parents)
+// below /spider, while "/" is writable.
+func (st *warmState) makePoints(trees []warmTree, files []*os.File) error {
 	for _, t := range trees {
 		if t.FD < 0 || t.FD >= len(files) {
 			return fmt.Errorf("tree fd %d of %d", t.FD, len(files))
@@ -415,8 +469,9 @@ func overwrite(path, content string) error {
 }
 
 // cleanUp ends what is left of a job: every process of the namespace but
-// this init is killed and reaped, the code's mounts and mount points go,
-// and the job directory is emptied and given back to root. A non-empty
+// this init is killed and reaped, its IPC objects are removed, and the job
+// directory is emptied and given back to root (its code, read-only, stays
+// mounted until a job with other code comes). A non-empty
 // answer says why the sandbox is not as built (the init retires).
 func (st *warmState) cleanUp() string {
 	// No child at all: nothing is left to kill (a kill of -1 walks every
@@ -442,33 +497,8 @@ func (st *warmState) cleanUp() string {
 	if err := unix.Chdir("/"); err != nil {
 		return err.Error()
 	}
-	for i := len(st.mounts) - 1; i >= 0; i-- {
-		if err := unix.Unmount(st.mounts[i], unix.MNT_DETACH); err != nil {
-			return "unmount " + st.mounts[i] + ": " + err.Error()
-		}
-	}
-	st.mounts = st.mounts[:0]
-	if len(st.points) > 0 {
-		if err := setRootRO(false); err != nil {
-			return err.Error()
-		}
-		// Each is an empty file or directory this init made (a mount
-		// point still in use would fail, not be emptied).
-		for i := len(st.points) - 1; i >= 0; i-- {
-			err := unix.Rmdir(st.points[i])
-			if errors.Is(err, unix.ENOTDIR) {
-				err = unix.Unlink(st.points[i])
-			}
-			if err != nil {
-				setRootRO(true)
-				return "remove " + st.points[i] + ": " + err.Error()
-			}
-		}
-		st.points = st.points[:0]
-		if err := setRootRO(true); err != nil {
-			return err.Error()
-		}
-	}
+	// The job's code stays mounted (read-only, nothing of the job's
+	// writes): the next job unmounts it, unless it runs the same code.
 	if why := st.sweepIPC(); why != "" {
 		return why
 	}
