@@ -26,19 +26,17 @@ func IdleWarmInits(l *Launcher) []int {
 	return out
 }
 
-// PreferWarmInit puts l's idle warm init pid on top, so that the next job
-// takes it (unless the filler adds one first), for tests; false if pid is
-// not idle.
+// PreferWarmInit has the next job take l's idle warm init pid, for tests;
+// false if pid is not idle.
 func PreferWarmInit(l *Launcher, pid int) bool {
 	if l.warm == nil {
 		return false
 	}
 	l.warm.mu.Lock()
 	defer l.warm.mu.Unlock()
-	idle := l.warm.idle
-	for i, wi := range idle {
+	for _, wi := range l.warm.idle {
 		if wi.cmd.Process.Pid == pid {
-			idle[i], idle[len(idle)-1] = idle[len(idle)-1], idle[i]
+			l.warm.next = wi
 			return true
 		}
 	}

@@ -70,10 +70,20 @@ func script(t *testing.T, name, body string) (sandbox.Mount, string) {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, name)
-	if err := os.WriteFile(file, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+	if err := writeExecutable(file, "#!/bin/sh\n"+body); err != nil {
 		t.Fatal(err)
 	}
 	return sandbox.Mount{Source: file, Target: sandbox.CodeDir + "/" + name}, sandbox.CodeDir + "/" + name
+}
+
+// writeExecutable writes a script that is run at once. The write holds
+// syscall.ForkLock: a process forked meanwhile (a warm init the pool
+// starts) would hold the file open for writing until its exec, and the
+// script's exec would fail with ETXTBSY (golang/go#22315).
+func writeExecutable(file, content string) error {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	return os.WriteFile(file, []byte(content), 0o755)
 }
 
 // start starts the script in a sandbox and returns its process and a

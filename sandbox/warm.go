@@ -87,8 +87,9 @@ type warmPool struct {
 
 	mu     sync.Mutex
 	idle   []*warmInit
-	busy   int // inits running a job
-	peak   int // the most busy at once so far
+	busy   int       // inits running a job
+	next   *warmInit // the one the next take gives if idle (PreferWarmInit, for tests)
+	peak   int       // the most busy at once so far
 	closed bool
 	kick   chan struct{}
 	stop   chan struct{}
@@ -160,14 +161,40 @@ func (w *warmPool) fill(first chan<- error) {
 }
 
 // take is an idle init, or nil.
-func (w *warmPool) take() *warmInit {
+func (w *warmPool) take(code []Mount) *warmInit {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed || len(w.idle) == 0 {
 		return nil
 	}
-	wi := w.idle[len(w.idle)-1]
-	w.idle = w.idle[:len(w.idle)-1]
+	// One that has this code mounted (its sources are checked when the job
+	// is sent), else the last one back unless it has other code and one
+	// without any is idle: code a job may run again stays where it is.
+	top := len(w.idle) - 1
+	i, fresh := -1, -1
+	for j := top; j >= 0; j-- {
+		if w.idle[j] == w.next {
+			i = j
+			break
+		}
+		if w.idle[j].hasBinds(code) {
+			i = j
+			break
+		}
+		if fresh < 0 && len(w.idle[j].code) == 0 {
+			fresh = j
+		}
+	}
+	switch {
+	case i >= 0:
+	case len(w.idle[top].code) > 0 && fresh >= 0:
+		i = fresh
+	default:
+		i = top
+	}
+	w.next = nil
+	wi := w.idle[i]
+	w.idle = append(w.idle[:i], w.idle[i+1:]...)
 	w.busy++
 	w.peak = max(w.peak, w.busy)
 	select {
@@ -421,17 +448,29 @@ type codeKey struct {
 	Dev, Ino       uint64
 }
 
-// showsCode reports whether wi has code mounted as a fresh copy of it would
-// be: the same binds, each source still the file or directory mounted.
-func (wi *warmInit) showsCode(code []Mount) bool {
+// hasBinds reports whether wi's code mounts are code's binds (whether
+// their sources are still what is mounted is showsCode's to say).
+func (wi *warmInit) hasBinds(code []Mount) bool {
 	if len(code) == 0 || len(code) != len(wi.code) {
 		return false
 	}
 	for i, m := range code {
+		if wi.code[i].Source != m.Source || wi.code[i].Target != m.Target {
+			return false
+		}
+	}
+	return true
+}
+
+// showsCode reports whether wi has code mounted as a fresh copy of it would
+// be: the same binds, each source still the file or directory mounted.
+func (wi *warmInit) showsCode(code []Mount) bool {
+	if !wi.hasBinds(code) {
+		return false
+	}
+	for i, m := range code {
 		var st unix.Stat_t
-		k := wi.code[i]
-		if k.Source != m.Source || k.Target != m.Target || unix.Stat(m.Source, &st) != nil ||
-			uint64(st.Dev) != k.Dev || st.Ino != k.Ino {
+		if k := wi.code[i]; unix.Stat(m.Source, &st) != nil || uint64(st.Dev) != k.Dev || st.Ino != k.Ino {
 			return false
 		}
 	}
@@ -481,7 +520,7 @@ func (l *Launcher) startWarmJob(p Policy, c Command) (proc *Process, ok bool, er
 	if !warmOK {
 		return nil, false, nil
 	}
-	wi := l.warm.take()
+	wi := l.warm.take(code)
 	if wi == nil {
 		return nil, false, nil
 	}

@@ -93,7 +93,7 @@ func TestWarmKeepsSameCode(t *testing.T) {
 	check("same code again", o, kept, true, "one")
 
 	// An editor's save: a new file renamed over the old one.
-	if err := os.WriteFile(m.Source+".new", []byte("#!/bin/sh\necho two\n"), 0o755); err != nil {
+	if err := writeExecutable(m.Source+".new", "#!/bin/sh\necho two\n"); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(m.Source+".new", m.Source); err != nil {
@@ -110,6 +110,38 @@ func TestWarmKeepsSameCode(t *testing.T) {
 	}
 	if b.stdout != "other.sh\n0\n" {
 		t.Errorf("a job with other code in the same init sees %q of /spider and mounts of same.sh; want only its own, none", b.stdout)
+	}
+}
+
+// TestWarmInitForItsCode: jobs of two spiders, one after the other, each
+// take the idle init that has their code mounted.
+func TestWarmInitForItsCode(t *testing.T) {
+	l := warmLauncher(t)
+	a, pathA := script(t, "code-a.sh", "echo a\n")
+	b, pathB := script(t, "code-b.sh", "echo b\n")
+	run := func(m sandbox.Mount, path, want string) bool {
+		t.Helper()
+		proc, wait := startCode(t, l, m, path)
+		kept := proc.Warm() && proc.KeptCode()
+		if o := wait(); o.res.Err != nil || o.stdout != want+"\n" {
+			t.Fatalf("job: %v: %q %s", o.res.Err, o.stdout, o.stderr)
+		}
+		return kept
+	}
+	// Until the pool has an init for each (the filler starts the second
+	// while the first jobs run).
+	warm := false
+	for i := 0; i < 20 && !warm; i++ {
+		warm = run(a, pathA, "a") && run(b, pathB, "b")
+	}
+	kept := 0
+	for i := 0; i < 6; i++ {
+		if i%2 == 0 && run(a, pathA, "a") || i%2 == 1 && run(b, pathB, "b") {
+			kept++
+		}
+	}
+	if !warm || kept < 6 {
+		t.Errorf("of 6 jobs alternating two spiders, %d found their code mounted in an idle init (warmed up: %v)", kept, warm)
 	}
 }
 
