@@ -38,6 +38,7 @@ type Sizes struct {
 	DispatchJobs   int
 	DeployMB       int // the size of the uploaded archive's random payload
 	CompletionJobs int
+	SandboxBlocks  int // of four sandbox rounds each (on, off, off, on)
 	CancelJobs     int
 	FloodJobs      int // jobs one user floods a capped spider with (fair share)
 	Items          int
@@ -59,6 +60,7 @@ func FullSizes() Sizes {
 		DispatchJobs:   200,
 		DeployMB:       20,
 		CompletionJobs: 3000,
+		SandboxBlocks:  2,
 		CancelJobs:     100,
 		FloodJobs:      1000,
 		Items:          1_000_000,
@@ -81,6 +83,7 @@ func QuickSizes() Sizes {
 		DispatchJobs:   60,
 		DeployMB:       20,
 		CompletionJobs: 600,
+		SandboxBlocks:  1,
 		CancelJobs:     30,
 		FloodJobs:      1000,
 		Items:          100_000,

@@ -31,6 +31,7 @@ func tinySizes() Sizes {
 		DispatchJobs:   3,
 		DeployMB:       1,
 		CompletionJobs: 10,
+		SandboxBlocks:  1,
 		CancelJobs:     2,
 		FloodJobs:      20,
 		Items:          2000,
