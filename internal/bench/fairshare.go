@@ -168,24 +168,35 @@ func (b *Benchmarker) fairShare(ctx context.Context) error {
 	return nil
 }
 
-// cancelUser cancels every open job of a user over the API.
+// cancelUser cancels every open job of a user: the pending (held) ones
+// first, so that none is admitted when a running one ends, then the
+// running ones over the API, until none is open (at most 30 s). A held job
+// admitted by a running one's end while the lists were read would
+// otherwise run on, and the worker's stop after this would wait its whole
+// grace for it.
 func (b *Benchmarker) cancelUser(ctx context.Context, c *apiClient, userID string) {
-	jobs, err := b.store.Jobs(ctx, scrapethis.JobFilter{UserID: userID, Status: scrapethis.StatusRunning, Limit: 1000})
-	if err == nil {
-		for _, j := range jobs {
-			c.do(ctx, http.MethodDelete, "/api/v1/jobs/"+j.ID, nil)
-		}
-	}
-	for {
-		jobs, err := b.store.Jobs(ctx, scrapethis.JobFilter{UserID: userID, Status: scrapethis.StatusPending, Limit: 1000})
-		if err != nil || len(jobs) == 0 {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		pending, err := b.store.Jobs(ctx, scrapethis.JobFilter{UserID: userID, Status: scrapethis.StatusPending, Limit: 1000})
+		if err != nil {
 			return
 		}
-		for _, j := range jobs {
+		for _, j := range pending {
 			if _, err := b.store.CancelJob(ctx, userID, j.ID); err != nil {
 				return
 			}
 		}
+		running, err := b.store.Jobs(ctx, scrapethis.JobFilter{UserID: userID, Status: scrapethis.StatusRunning, Limit: 1000})
+		if err != nil {
+			return
+		}
+		if len(pending) == 0 && len(running) == 0 {
+			return
+		}
+		for _, j := range running {
+			c.do(ctx, http.MethodDelete, "/api/v1/jobs/"+j.ID, nil)
+		}
+		time.Sleep(10 * time.Millisecond) // the running ones' ends
 	}
 }
 
