@@ -29,16 +29,18 @@ import (
 // (uid, limits, argv, env, its stdout and stderr, and its code as detached
 // read-only mounts made with open_tree on the host, since after
 // pivot_root the init has no way to the host's paths and must not keep
-// one). The init mounts a fresh job directory, /tmp and /spider, moves the
-// code there, sets the job's rlimits and forks the spider, which gets a
-// new IPC namespace and runs as the job's uid with no capabilities and
-// no_new_privs: it inherits the cgroups and rlimits, so nothing of the
-// job's ever runs outside them. When the spider ends the init reports its
-// status, kills and reaps every process of the namespace, checks that
-// none is left, unmounts the job's mounts and checks the mount table is
-// as built, and only then says "clean"; the launcher checks that its
-// cgroups hold nothing but the init, and gives it the next job (another
-// tenant's, perhaps). An init retires after warmMaxJobs jobs, on any
+// one; or, when the code is what the init's last job ran, nothing: it is
+// still mounted). The init gives its job directory and /tmp (one tmpfs,
+// emptied after every job) to the job's uid, moves the code under /spider
+// (unmounting the last job's first, if other), sets the job's rlimits and
+// forks the spider, which runs in the init's IPC namespace as the job's uid
+// with no capabilities and no_new_privs: it inherits the cgroups and
+// rlimits, so nothing of the job's ever runs outside them. When the spider
+// ends the init reports its status, kills and reaps every process of the
+// namespace, removes every SysV IPC object and POSIX message queue, empties
+// the job directory and checks it is as built, and only then says "clean";
+// the launcher checks that its cgroups hold nothing but the init, and gives
+// it the next job (another tenant's, perhaps). An init retires after warmMaxJobs jobs, on any
 // error, or if anything of a job is left; its cgroups go with it (back to
 // the pool once empty).
 //
