@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,12 +174,8 @@ func (w *warmPool) take(code []Mount) *warmInit {
 	// is sent), else the last one back unless it has other code and one
 	// without any is idle: code a job may run again stays where it is.
 	top := len(w.idle) - 1
-	i, fresh := -1, -1
-	for j := top; j >= 0; j-- {
-		if w.idle[j] == w.next {
-			i = j
-			break
-		}
+	i, fresh := slices.Index(w.idle, w.next), -1
+	for j := top; j >= 0 && i < 0; j-- {
 		if w.idle[j].hasBinds(code) {
 			i = j
 			break
