@@ -217,12 +217,16 @@ func ptr(n int) *int { return &n }
 
 // TestCapsAcrossWorkers: three workers of four slots each (twelve slots)
 // and one user capped at 3: the spiders' own start and end stamps never
-// overlap more than three deep, and the cap is reached.
+// overlap more than three deep, and the cap is reached (the first three
+// wait for a gate that opens once three have started).
 func TestCapsAcrossWorkers(t *testing.T) {
 	t.Parallel()
 	b := setupCapped(t, 3)
-	stamps := filepath.Join(t.TempDir(), "stamps")
-	body := fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s%%N) 1\" >> %s\nsleep 0.2\necho \"$(date +%%s%%N) -1\" >> %s\n", stamps, stamps)
+	dir := t.TempDir()
+	stamps, gate := filepath.Join(dir, "stamps"), filepath.Join(dir, "gate")
+	body := fmt.Sprintf("#!/bin/sh\necho \"$(date +%%s%%N) 1\" >> %s\n"+
+		"i=0; while [ ! -e %s ] && [ $i -lt 6000 ]; do i=$((i+1)); sleep 0.01; done\n"+
+		"echo \"$(date +%%s%%N) -1\" >> %s\n", stamps, gate, stamps)
 	sp := b.spiderOf(b.userID, "stamp.sh", body, nil)
 	for range 3 {
 		b.startWorker(nil)
@@ -230,6 +234,13 @@ func TestCapsAcrossWorkers(t *testing.T) {
 	const n = 24
 	for range n {
 		b.submit(scrapethis.NewJob{UserID: b.userID, SpiderID: sp})
+	}
+	b.waitFor("three capped spiders to start", 60*time.Second, func() bool {
+		data, _ := os.ReadFile(stamps)
+		return strings.Count(string(data), " 1\n") >= 3
+	})
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	b.waitFor("every job to finish", 120*time.Second, func() bool {
 		return b.count(`SELECT count(*) FROM jobs WHERE status = 'finished'`) == n
